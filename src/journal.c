@@ -16,6 +16,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "thread.h"
 
 #define SEG_MAGIC "IOTPSEG1"
 #define CUR_MAGIC "IOTPCUR1"
@@ -744,6 +745,7 @@ static void collect_segments(struct journal *j)
 static void *maintenance_main(void *arg)
 {
 	struct journal *j = arg;
+	thread_background("iotpipe-journal");
 	int since_sync = 0;
 	while(!atomic_load(&j->stop)){
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = MAINT_TICK_MS * 1000000L};
