@@ -31,6 +31,7 @@ struct processor {
 	uint8_t *buf;
 	size_t bufcap;
 	char *json;
+	char *state_path;           /* checkpoint file; NULL: no checkpoints */
 	struct ip_reading readings[MAX_READINGS];
 	pthread_t thread;
 	bool started;
@@ -310,7 +311,7 @@ void processor_handle(struct processor *p, const struct journal_rec *rec)
 static void checkpoint(struct processor *p, uint64_t next_lsn)
 {
 	char err[512];
-	if(!series_save(p->series, p->d.state_path, err, sizeof(err))){
+	if(p->state_path && !series_save(p->series, p->state_path, err, sizeof(err))){
 		ip_log(IP_LOG_ERR, "iotpipe: processor: checkpoint failed: %s", err);
 		return;
 	}
@@ -340,7 +341,9 @@ static void *processor_main(void *arg)
 			series_sweep(p->series, now, sweep_emit, &sc);
 			last_sweep = now;
 		}
-		if(done > ck_lsn && now - last_ck >= CHECKPOINT_MS){
+		/* a checkpoint writes every series: with many of them, take it less often (1M series: every 100 s) */
+		int64_t every = CHECKPOINT_MS + (int64_t)(series_count(p->series) / 10);
+		if(done > ck_lsn && now - last_ck >= every){
 			checkpoint(p, done);
 			ck_lsn = done;
 			last_ck = now;
@@ -359,6 +362,12 @@ struct processor *processor_new(const struct processor_deps *d, char *err, size_
 		return NULL;
 	}
 	p->d = *d;
+	p->d.state_path = NULL;
+	if(d->state_path && !(p->state_path = strdup(d->state_path))){
+		snprintf(err, errlen, "out of memory");
+		free(p);
+		return NULL;
+	}
 	const struct config *cfg = d->cfg;
 	struct series_params sp;
 	series_params_default(&sp);
@@ -376,14 +385,14 @@ struct processor *processor_new(const struct processor_deps *d, char *err, size_
 		processor_free(p);
 		return NULL;
 	}
-	if(d->state_path){
+	if(p->state_path){
 		char why[512];
-		FILE *f = fopen(d->state_path, "r");
+		FILE *f = fopen(p->state_path, "r");
 		if(f){
 			fclose(f);
-			if(!series_load(p->series, d->state_path, why, sizeof(why))){
+			if(!series_load(p->series, p->state_path, why, sizeof(why))){
 				ip_log(IP_LOG_WARNING, "iotpipe: processor: ignoring checkpoint %s: %s; baselines and windows start afresh",
-						d->state_path, why);
+						p->state_path, why);
 			}
 		}
 	}
@@ -394,6 +403,7 @@ void processor_free(struct processor *p)
 {
 	if(!p) return;
 	if(p->series) series_table_free(p->series);
+	free(p->state_path);
 	free(p->buf);
 	free(p->json);
 	free(p);
