@@ -206,6 +206,7 @@ static size_t seg_scan(const struct seg *s, uint64_t *next, bool *torn)
 		struct rec_header h;
 		memcpy(&h, s->map + off, sizeof(h));
 		if(h.len == 0 && h.lsn == 0 && h.crc == 0) break;
+		if(h.lsn < s->first_lsn) break;     /* left over from before the segment was recycled */
 		if(h.len > s->size - off - JOURNAL_REC_HEADER || h.lsn != expect
 				|| rec_crc(&h, s->map + off + JOURNAL_REC_HEADER) != h.crc){
 			*torn = true;
@@ -218,10 +219,13 @@ static size_t seg_scan(const struct seg *s, uint64_t *next, bool *torn)
 	return off;
 }
 
-static int seq_cmp(const void *a, const void *b)
+/* Order by first LSN, not by file number: a spare may be numbered before a segment the writer had
+ * to create itself and filled first. Unused spares (first LSN 0) go last. */
+static int seg_order(const void *a, const void *b)
 {
 	const struct seg *x = *(struct seg *const *)a, *y = *(struct seg *const *)b;
-	return x->seq < y->seq ? -1 : x->seq > y->seq;
+	uint64_t fx = x->first_lsn ? x->first_lsn : UINT64_MAX, fy = y->first_lsn ? y->first_lsn : UINT64_MAX;
+	return fx < fy ? -1 : fx > fy;
 }
 
 static bool open_segments(struct journal *j, char *err, size_t errlen)
@@ -280,7 +284,7 @@ static bool open_segments(struct journal *j, char *err, size_t errlen)
 		if(seq >= j->next_seq) j->next_seq = seq + 1;
 	}
 	closedir(d);
-	if(j->nsegs) qsort(j->segs, j->nsegs, sizeof(*j->segs), seq_cmp);
+	if(j->nsegs) qsort(j->segs, j->nsegs, sizeof(*j->segs), seg_order);
 
 	/* Unused segments (first_lsn 0) were spares: keep the newest as the spare, drop the rest. */
 	size_t keep = 0;
@@ -711,7 +715,38 @@ static void sync_segments(struct journal *j)
 	for(size_t i = 0; i < j->nreaders; i++) msync(j->readers[i].cur, CURSOR_FILE_BYTES, MS_SYNC);
 }
 
-/* maintenance thread: delete segments that no reader needs any more */
+/* maintenance thread: take out the segments that no reader needs any more */
+/* maintenance thread: a segment every reader has passed becomes the next spare when there is
+ * none (its blocks are allocated and written already, so recycling costs no new I/O), otherwise it
+ * is deleted. Stale records left in it can never be read as new ones: their LSNs are older than
+ * any LSN the journal will write. */
+static bool recycle(struct journal *j, struct seg *s)
+{
+	if(s->size != j->seg_bytes) return false;
+	pthread_mutex_lock(&j->lock);
+	bool want = !j->spare;
+	uint64_t seq = want ? j->next_seq++ : 0;
+	pthread_mutex_unlock(&j->lock);
+	if(!want) return false;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%016" PRIx64 ".seg", j->dir, seq);
+	if(strlen(path) != strlen(s->path) || rename(s->path, path)) return false;
+	strcpy(s->path, path);
+	s->seq = seq;
+	s->first_lsn = 0;
+	((struct seg_header *)s->map)->first_lsn = 0;
+	atomic_store(&s->used, JOURNAL_SEG_HEADER);
+	atomic_store(&s->last_lsn, 0);
+	atomic_store(&s->next, NULL);
+	atomic_store(&s->sealed, false);
+	s->doomed = false;
+	s->synced = 0;
+	pthread_mutex_lock(&j->lock);
+	j->spare = s;
+	pthread_mutex_unlock(&j->lock);
+	return true;
+}
+
 static void collect_segments(struct journal *j)
 {
 	struct seg *dead[16];
@@ -737,6 +772,7 @@ static void collect_segments(struct journal *j)
 	}
 	pthread_mutex_unlock(&j->lock);
 	for(size_t i = 0; i < ndead; i++){
+		if(recycle(j, dead[i])) continue;
 		unlink(dead[i]->path);
 		seg_unmap(dead[i]);
 	}

@@ -158,6 +158,38 @@ static void test_segments_deleted_when_all_readers_pass(void **state)
 	journal_close(j);
 }
 
+/* Consumed segments come back as spares with their old records still in them; none of those may
+ * ever be read again, neither live nor by the recovery scan at the next open. */
+static void test_recycled_segments(void **state)
+{
+	struct journal *j = open_j(JOURNAL_FULL_REJECT, 4 * SEG);
+	struct journal_reader *a = journal_reader(j, "a"), *b = journal_reader(j, "b");
+	uint64_t next = 1;
+	for(int round = 0; round < 12; round++){
+		for(int i = 0; i < 300; i++) assert_int_equal(put(j, next, 100 + (size_t)(round * 7 + i) % 200), next), next++;
+		uint64_t first = 0, last = 0;
+		assert_int_equal(drain(a, &first, &last), 300);
+		assert_int_equal(last, next - 1);
+		journal_commit(a, next);
+		assert_int_equal(drain(b, NULL, NULL), 300);
+		journal_commit(b, next);
+		usleep(30000);
+	}
+	journal_close(j);
+	j = open_j(JOURNAL_FULL_REJECT, 4 * SEG);
+	struct journal_stats st;
+	journal_get_stats(j, &st);
+	assert_int_equal(st.recovered_torn, 0);
+	assert_int_equal(st.next_lsn, next);
+	a = journal_reader(j, "a");
+	assert_int_equal(drain(a, NULL, NULL), 0);
+	assert_int_equal(put(j, next, 64), next);
+	uint64_t first = 0;
+	assert_int_equal(drain(a, &first, NULL), 1);
+	assert_int_equal(first, next);
+	journal_close(j);
+}
+
 static void test_full_reject(void **state)
 {
 	struct journal *j = open_j(JOURNAL_FULL_REJECT, 4 * SEG);
@@ -373,6 +405,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_append_read_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_deleted_when_all_readers_pass, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycled_segments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_reject, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_drop_oldest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_torn, setup, teardown),
