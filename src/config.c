@@ -51,6 +51,17 @@ static const struct opt opts[] = {
 	{"ts_max_age", T_DURATION, OFF(ts_max_age_ms), "7d", NULL, 1000, 36500 * DAY_MS},
 	{"alert_topic", T_STRING, OFF(alert_topic), "alerts/{deviceId}", NULL, 0, 0},
 	{"raw_output", T_BOOL, OFF(raw_output), "false", NULL, 0, 0},
+	{"kafka_brokers", T_STRING, OFF(kafka_brokers), NULL, NULL, 0, 0},
+	{"kafka_topic_raw", T_STRING, OFF(kafka_topic[0]), "devices.telemetry", NULL, 0, 0},
+	{"kafka_topic_enriched", T_STRING, OFF(kafka_topic[1]), "devices.enriched", NULL, 0, 0},
+	{"kafka_topic_alert", T_STRING, OFF(kafka_topic[2]), "devices.alerts", NULL, 0, 0},
+	{"kafka_topic_quarantine", T_STRING, OFF(kafka_topic[3]), "devices.quarantine", NULL, 0, 0},
+	{"kafka_topic_aggregate", T_STRING, OFF(kafka_topic[4]), "devices.aggregated", NULL, 0, 0},
+	{"pg_conninfo", T_STRING, OFF(pg_conninfo), NULL, NULL, 0, 0},
+	{"pg_pool_size", T_INT, OFF(pg_pool_size), "2", NULL, 1, 64},
+	{"pg_batch_rows", T_INT, OFF(pg_batch_rows), "5000", NULL, 1, 1000000},
+	{"pg_flush_ms", T_DURATION, OFF(pg_flush_ms), "200ms", NULL, 1, 60000},
+	{"hot_retention", T_DURATION, OFF(hot_retention_ms), "7d", NULL, DAY_MS, 36500 * DAY_MS},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -202,6 +213,24 @@ static bool set_value(const struct opt *o, struct config *cfg, const char *v, ch
 	return false;
 }
 
+static bool kafka_prop_add(struct config *cfg, const char *key, const char *value, char *err, size_t errlen)
+{
+	if(!*key){
+		snprintf(err, errlen, "plugin_opt_kafka.: no property name");
+		return false;
+	}
+	struct config_kv *n = realloc(cfg->kafka_props, (cfg->kafka_nprops + 1) * sizeof(*n));
+	if(!n){
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	cfg->kafka_props = n;
+	n[cfg->kafka_nprops].key = strdup(key);
+	n[cfg->kafka_nprops].value = strdup(value);
+	cfg->kafka_nprops++;
+	return n[cfg->kafka_nprops - 1].key && n[cfg->kafka_nprops - 1].value;
+}
+
 bool config_parse(const struct config_kv *kv, size_t n, struct config *cfg, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -209,6 +238,11 @@ bool config_parse(const struct config_kv *kv, size_t n, struct config *cfg, char
 		if(opts[i].def && !set_value(&opts[i], cfg, opts[i].def, err, errlen)) goto failed;
 	}
 	for(size_t k = 0; k < n; k++){
+		if(!strncmp(kv[k].key, "kafka.", 6)){
+			/* handed to librdkafka as is; the Kafka sink names a property librdkafka refuses */
+			if(!kafka_prop_add(cfg, kv[k].key + 6, kv[k].value ? kv[k].value : "", err, errlen)) goto failed;
+			continue;
+		}
 		const struct opt *o = NULL;
 		for(size_t i = 0; i < NOPTS && !o; i++){
 			if(!strcmp(kv[k].key, opts[i].name)) o = &opts[i];
@@ -226,6 +260,10 @@ bool config_parse(const struct config_kv *kv, size_t n, struct config *cfg, char
 	}
 	if(cfg->journal_dir[0] != '/'){
 		snprintf(err, errlen, "plugin_opt_journal_dir: \"%s\" is not an absolute path", cfg->journal_dir);
+		goto failed;
+	}
+	if(cfg->kafka_nprops && !cfg->kafka_brokers){
+		snprintf(err, errlen, "plugin_opt_kafka.%s: Kafka properties given but no plugin_opt_kafka_brokers", cfg->kafka_props[0].key);
 		goto failed;
 	}
 	if(cfg->file_sink_dir && cfg->file_sink_dir[0] != '/'){
@@ -289,5 +327,13 @@ void config_free(struct config *cfg)
 	free(cfg->file_sink_dir);
 	free(cfg->registry_file);
 	free(cfg->alert_topic);
+	free(cfg->kafka_brokers);
+	for(size_t i = 0; i < sizeof(cfg->kafka_topic) / sizeof(cfg->kafka_topic[0]); i++) free(cfg->kafka_topic[i]);
+	for(size_t i = 0; i < cfg->kafka_nprops; i++){
+		free((char *)cfg->kafka_props[i].key);
+		free((char *)cfg->kafka_props[i].value);
+	}
+	free(cfg->kafka_props);
+	free(cfg->pg_conninfo);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -35,6 +35,17 @@ struct config {
 	int64_t ts_max_age_ms;
 	char *alert_topic;                  /* "" : off */
 	bool raw_output;
+	/* Kafka sink (on when kafka_brokers is set) */
+	char *kafka_brokers;
+	char *kafka_topic[5];               /* per output kind, in enum rec_kind order from REC_RAW */
+	struct config_kv *kafka_props;      /* kafka.<property> lines, prefix stripped, in order */
+	size_t kafka_nprops;
+	/* PostgreSQL sink (on when pg_conninfo is set) */
+	char *pg_conninfo;
+	int64_t pg_pool_size;
+	int64_t pg_batch_rows;
+	int64_t pg_flush_ms;
+	int64_t hot_retention_ms;
 };
 
 struct config_kv {

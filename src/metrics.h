@@ -28,6 +28,12 @@ struct metrics {
 	_Atomic uint64_t outbox_waits;      /* processor waited for outbox space */
 	_Atomic uint64_t mqtt_published;    /* alerts published on MQTT */
 	_Atomic uint64_t file_written;      /* records the file sink wrote */
+	_Atomic uint64_t kafka_delivered;   /* records Kafka acknowledged */
+	_Atomic uint64_t kafka_rejected;    /* records Kafka refused for good (sent to the quarantine topic) */
+	_Atomic uint64_t kafka_retries;     /* transient delivery failures, retried */
+	_Atomic uint64_t pg_written;        /* rows committed (duplicates absorbed by ON CONFLICT included) */
+	_Atomic uint64_t pg_rejected;       /* rows PostgreSQL refused for their data (in its quarantine table) */
+	_Atomic uint64_t pg_retries;        /* connection or transaction failures, retried */
 };
 
 #define METRIC_ADD(m, field, n) atomic_fetch_add_explicit(&(m)->field, (n), memory_order_relaxed)

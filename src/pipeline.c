@@ -12,6 +12,8 @@
 #include <cjson/cJSON.h>
 
 #include "file_sink.h"
+#include "kafka_sink.h"
+#include "pg_sink.h"
 #include "journal.h"
 #include "log.h"
 #include "pipeline.h"
@@ -29,6 +31,8 @@ struct pipeline {
 	struct regwatch *reg;
 	struct processor *proc;
 	struct file_sink *fsink;
+	struct kafka_sink *ksink;
+	struct pg_sink *pgsink;
 	char *file_dir;
 	struct pubq *pubq;
 	struct metrics m;
@@ -79,14 +83,19 @@ struct pipeline *pipeline_start(struct config *cfg, char *err, size_t errlen)
 		goto failed;
 	}
 
-	/* The file sink is the embedded default: without file_sink_dir it writes under journal_dir/out. */
-	const char *out_readers[] = {"file", NULL};
+	/* Each sink reads the outbox with its own cursor. The file sink is the embedded default: on when
+	 * file_sink_dir is set or no other sink is, then under journal_dir/out. */
+	const char *out_readers[JOURNAL_MAX_READERS] = {NULL};
+	size_t nr = 0;
+	if(p->cfg.kafka_brokers) out_readers[nr++] = "kafka";
+	if(p->cfg.pg_conninfo) out_readers[nr++] = "pg";
 	if(p->cfg.file_sink_dir){
 		p->file_dir = strdup(p->cfg.file_sink_dir);
-	}else if((p->file_dir = malloc(strlen(p->cfg.journal_dir) + 8))){
+	}else if(nr == 0 && (p->file_dir = malloc(strlen(p->cfg.journal_dir) + 8))){
 		sprintf(p->file_dir, "%s/out", p->cfg.journal_dir);
 	}
-	if(!p->file_dir){
+	if(p->file_dir) out_readers[nr++] = "file";
+	if(nr == 0){
 		snprintf(err, errlen, "out of memory");
 		goto failed;
 	}
@@ -118,6 +127,14 @@ struct pipeline *pipeline_start(struct config *cfg, char *err, size_t errlen)
 	p->proc = processor_start(&d, err, errlen);
 	if(!p->proc) goto failed;
 
+	if(p->cfg.kafka_brokers){
+		p->ksink = kafka_sink_start(&p->cfg, journal_reader(p->outbox, "kafka"), &p->m, err, errlen);
+		if(!p->ksink) goto failed;
+	}
+	if(p->cfg.pg_conninfo){
+		p->pgsink = pg_sink_start(&p->cfg, journal_reader(p->outbox, "pg"), &p->m, err, errlen);
+		if(!p->pgsink) goto failed;
+	}
 	if(p->file_dir){
 		char why[512];
 		if(mkdir(p->file_dir, 0750) && errno != EEXIST){
@@ -210,7 +227,8 @@ size_t pipeline_stats_json(struct pipeline *p, char *buf, size_t cap)
 #define NUM(name) cJSON_AddNumberToObject(o, #name, (double)METRIC_GET(&p->m, name))
 	NUM(received); NUM(journaled); NUM(rejected_full); NUM(rejected_error); NUM(processed); NUM(readings);
 	NUM(quarantined); NUM(alerts); NUM(aggregates); NUM(late); NUM(raw); NUM(outbox_waits);
-	NUM(mqtt_published); NUM(file_written);
+	NUM(mqtt_published); NUM(file_written); NUM(kafka_delivered); NUM(kafka_rejected); NUM(kafka_retries);
+	NUM(pg_written); NUM(pg_rejected); NUM(pg_retries);
 #undef NUM
 	cJSON *q = cJSON_AddObjectToObject(o, "quarantine_reasons");
 	for(int r = 1; r < IP_R__COUNT; r++){
@@ -218,7 +236,7 @@ size_t pipeline_stats_json(struct pipeline *p, char *buf, size_t cap)
 		if(v) cJSON_AddNumberToObject(q, reason_name((enum ip_reason)r), (double)v);
 	}
 	static const char *const in_readers[] = {"processor", NULL};
-	static const char *const out_readers[] = {"file", NULL};
+	static const char *const out_readers[] = {"file", "kafka", "pg", NULL};
 	add_journal(o, "ingest", p->ingest, in_readers);
 	add_journal(o, "outbox", p->outbox, out_readers);
 	cJSON_AddNumberToObject(o, "mqtt_dropped", (double)(p->pubq ? pubq_dropped(p->pubq) : 0));
@@ -235,6 +253,8 @@ void pipeline_stop(struct pipeline *p)
 	/* upstream first, so each stage drains what the one before it left */
 	processor_stop(p->proc);
 	file_sink_stop(p->fsink);
+	kafka_sink_stop(p->ksink);
+	pg_sink_stop(p->pgsink);
 	if(p->reg) regwatch_stop(p->reg);
 	journal_close(p->outbox);
 	journal_close(p->ingest);

@@ -113,6 +113,27 @@ static void test_errors(void **state)
 	}
 }
 
+static void test_kafka_properties(void **state)
+{
+	struct config_kv kv[] = {{"kafka_brokers", "127.0.0.1:9092"}, {"kafka.linger.ms", "20"},
+		{"kafka.compression.type", "lz4"}, {"kafka_topic_enriched", "plant.enriched"}};
+	struct config cfg;
+	char err[512];
+	assert_true(config_parse(kv, 4, &cfg, err, sizeof(err)));
+	assert_int_equal(cfg.kafka_nprops, 2);
+	assert_string_equal(cfg.kafka_props[0].key, "linger.ms");
+	assert_string_equal(cfg.kafka_props[0].value, "20");
+	assert_string_equal(cfg.kafka_props[1].key, "compression.type");
+	assert_string_equal(cfg.kafka_topic[1], "plant.enriched");
+	assert_string_equal(cfg.kafka_topic[2], "devices.alerts");
+	config_free(&cfg);
+	assert_false(config_parse(kv + 1, 1, &cfg, err, sizeof(err)));
+	assert_string_equal(err, "plugin_opt_kafka.linger.ms: Kafka properties given but no plugin_opt_kafka_brokers");
+	struct config_kv empty = {"kafka.", "x"};
+	assert_false(config_parse(&empty, 1, &cfg, err, sizeof(err)));
+	assert_string_equal(err, "plugin_opt_kafka.: no property name");
+}
+
 static void test_sizes_and_durations(void **state)
 {
 	uint64_t s;
@@ -181,6 +202,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_kafka_properties),
 		cmocka_unit_test(test_sizes_and_durations),
 		cmocka_unit_test(test_check_dirs),
 		cmocka_unit_test(test_readme_lists_every_option),
