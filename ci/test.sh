@@ -6,7 +6,6 @@
 #   - the unit tests and the end-to-end tests of the plain (release) build, whose summaries end the output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PWD/build/plain:$PATH"
 
 bash ci/setup.sh
 bash ci/build.sh plain
@@ -20,9 +19,9 @@ ctest --test-dir build/fuzz -L fuzz --output-on-failure
 
 asan_rt=$(gcc -print-file-name=libasan.so)
 echo "== end-to-end, ASan+UBSan plugin in mosquitto"
-IOTPIPE_BUILD=build/asan IOTPIPE_ASAN_PRELOAD="$asan_rt" python3 -m pytest -q tests/e2e
+IOTPIPE_PLUGIN=$PWD/build/asan/mosquitto_iotpipe.so IOTPIPE_ASAN_PRELOAD="$asan_rt" python3 -m pytest -q tests/e2e
 
 echo "== unit tests, release build"
 ctest --test-dir build/plain -L unit --output-on-failure -j2
 echo "== end-to-end, release build"
-IOTPIPE_BUILD=build/plain python3 -m pytest -q tests/e2e
+IOTPIPE_PLUGIN=$PWD/build/plain/mosquitto_iotpipe.so python3 -m pytest -q tests/e2e

@@ -1,5 +1,5 @@
-/* The processor's cost per reading for the reference message: captures for 1,000 devices are
- * journaled first, then processor_handle (parse, identify, validate, enrich, detect, window, encode,
+/* The processor's cost per reading for the reference message: captures for 1,000 devices
+ * (or argv[3]) journaled first, then processor_handle (parse, identify, validate, enrich, detect, window, encode,
  * append to the outbox) runs over them on this thread. Under callgrind, --toggle-collect on
  * processor_handle and on payload_parse gives instructions per reading and per parse. */
 #include <inttypes.h>
@@ -24,7 +24,9 @@ static double clock_ns(void)
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 1000000;
-	const char *registry = argc > 2 ? argv[2] : NULL;   /* iotpipe-sim --devices 1000 --registry FILE */
+	const char *registry = argc > 2 && *argv[2] ? argv[2] : NULL;   /* iotpipe-sim --devices N --registry FILE */
+	int devices = argc > 3 ? atoi(argv[3]) : 1000;
+	if(devices < 1) devices = 1;
 	char dir[] = "/tmp/iotpipe-bench-proc-XXXXXX", path[128], err[512];
 	if(!mkdtemp(dir)) return 1;
 	struct config_kv kv[] = {{"journal_dir", dir}, {"registry_file", registry}};
@@ -51,10 +53,10 @@ int main(int argc, char **argv)
 
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	long long t0 = (long long)now.tv_sec * 1000 - n;   /* one reading per ms per device, ending now */
+	long long t0 = (long long)now.tv_sec * 1000 - n;   /* readings 1 ms apart, ending now */
 	for(long i = 0; i < n; i++){
 		char topic[64], payload[160];
-		int dev = (int)(i % 1000);
+		int dev = (int)(i % devices);
 		snprintf(topic, sizeof(topic), "devices/dev-%06d/telemetry", dev);
 		int len = snprintf(payload, sizeof(payload), "{\"deviceId\":\"dev-%06d\",\"sensorId\":\"temp\",\"value\":%.2f,\"ts\":%lld}",
 				dev, 20.0 + (double)(i % 50) / 10.0, t0 + i);
