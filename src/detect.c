@@ -4,7 +4,8 @@
 
 #include "detect.h"
 
-#define DET_N_MAX ((1u << 30) - 1)
+#define DET_N_MAX ((1u << 20) - 1)
+#define DET_RUN_MAX ((1u << 10) - 1)
 
 /* A constant signal has a zero deviation; without a floor its first step would divide by zero.
  * The floor sits far below any real sensor noise (1e-12 of the level, yet well above double
@@ -115,8 +116,21 @@ void det_observe(struct det_state *s, const struct det_params *p, double value, 
 			s->z_firing = 1;
 			det__alert(r, ALERT_ZSCORE, ALERT_FIRING, value, limit, z, ts_ms);
 		}
-		return;   /* never learn what we flag */
+		if(s->run < DET_RUN_MAX) s->run++;
+		/* Never learning what is flagged would keep a real level shift (a sensor moved, a new
+		 * operating point) anomalous forever: after as many flagged readings in a row as the warm-up
+		 * takes, the anomaly has become the normal, so the alert resolves and the baseline starts over. */
+		unsigned relearn = p->z_min_samples < DET_RUN_MAX ? p->z_min_samples : DET_RUN_MAX;
+		if(s->run >= relearn){
+			s->z_firing = 0;
+			s->run = 0;
+			s->n = 0;
+			det__alert(r, ALERT_ZSCORE, ALERT_RESOLVED, value, limit, z, ts_ms);
+			det__learn(s, p, value);
+		}
+		return;   /* otherwise never learn what we flag */
 	}
+	s->run = 0;
 	if(s->z_firing){
 		s->z_firing = 0;
 		det__alert(r, ALERT_ZSCORE, ALERT_RESOLVED, value, limit, z, ts_ms);

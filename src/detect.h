@@ -39,7 +39,8 @@ struct det_params {
 struct det_state {
 	double mean;
 	float mad;
-	unsigned int n : 30;        /* samples learned, saturating */
+	unsigned int n : 20;        /* samples learned, saturating */
+	unsigned int run : 10;      /* consecutive readings flagged, saturating */
 	unsigned int thr_firing : 1;
 	unsigned int z_firing : 1;
 };

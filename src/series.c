@@ -30,7 +30,7 @@
 #define ALLOC_OVERHEAD 16           /* glibc's chunk header and rounding, per malloc block */
 
 #define CKPT_MAGIC "IPSERIES"
-#define CKPT_VERSION 1u
+#define CKPT_VERSION 2u   /* 2: the detector keeps its run of flagged readings */
 #define CKPT_ENDIAN 0x01020304u
 
 struct series {
@@ -549,6 +549,7 @@ static void w__series(struct ckpt_w *w, const struct series_table *t, const stru
 	w__f32(w, s->det.mad);
 	w__u32(w, s->det.n);
 	w__u8(w, (uint8_t)(s->det.thr_firing | (s->det.z_firing << 1)));
+	w__u32(w, s->det.run);
 
 	w__i64(w, s->win.cur_start);
 	w__i64(w, s->win.closed_until);
@@ -748,11 +749,13 @@ static bool series__read_series(struct ckpt_r *r, struct series_table *t, char *
 	tmp.det.mad = r__f32(r);
 	n = r__u32(r);
 	flags = r__u8(r);
-	if(n >= (1u << 30) || flags > 3 || !isfinite(tmp.det.mean) || !isfinite(tmp.det.mad)){
+	uint32_t run = r__u32(r);
+	if(n >= (1u << 20) || run >= (1u << 10) || flags > 3 || !isfinite(tmp.det.mean) || !isfinite(tmp.det.mad)){
 		series__err(err, errlen, "bad detector state for %s/%s", dev, sensor);
 		return false;
 	}
 	tmp.det.n = n;
+	tmp.det.run = run;
 	tmp.det.thr_firing = flags & 1;
 	tmp.det.z_firing = (flags >> 1) & 1;
 

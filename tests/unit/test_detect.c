@@ -172,8 +172,8 @@ static void test_zscore_outlier_not_learned(void **state)
 	assert_memory_equal(&before.mad, &s.mad, sizeof(s.mad));
 	assert_int_equal(before.n, s.n);
 
-	/* many spikes in a row do not drag the baseline either */
-	for(int i = 0; i < 100; i++) obs(&s, 35.0 + i, NAN, 0);
+	/* many spikes in a row (short of a level shift, see below) do not drag the baseline either */
+	for(int i = 0; i < (int)P.z_min_samples - 2; i++) obs(&s, 35.0 + i, NAN, 0);
 	assert_true(s.mean == before.mean);
 	assert_true(s.mad == before.mad);
 
@@ -183,6 +183,43 @@ static void test_zscore_outlier_not_learned(void **state)
 	assert_true(fabs(r.zscore) < 3.0);
 	/* the scale estimates sigma */
 	assert_true(det_scale(&s) > 0.4 && det_scale(&s) < 0.6);
+}
+
+/* A real level shift (a sensor moved, a new operating point) is anomalous at first; after as many
+ * flagged readings in a row as the warm-up takes, the alert resolves and the baseline starts over
+ * at the new level, which is then normal. */
+static void test_zscore_level_shift_relearned(void **state)
+{
+	struct det_state s;
+	struct det_result r;
+	int firing = 0, resolved = 0, i;
+
+	rng_state = 11;
+	det_init(&s);
+	warm(&s, 300, 20.0, 0.5);
+	for(i = 0; i < (int)P.z_min_samples; i++){
+		r = obs(&s, 40.0 + (i % 3) * 0.3, NAN, 0);
+		assert_true(r.is_anomaly);
+		for(size_t k = 0; k < r.n_alerts; k++){
+			firing += r.alerts[k].state == ALERT_FIRING;
+			resolved += r.alerts[k].state == ALERT_RESOLVED;
+		}
+	}
+	assert_int_equal(firing, 1);
+	assert_int_equal(resolved, 1);
+	assert_int_equal(s.z_firing, 0);
+	/* relearning: no verdict until the warm-up is over, then the new level is normal */
+	for(i = 0; i < (int)P.z_min_samples; i++){
+		r = obs(&s, 40.0 + (i % 3) * 0.3, NAN, 0);
+		assert_false(r.is_anomaly);
+		assert_int_equal(r.n_alerts, 0);
+	}
+	r = obs(&s, 40.2, NAN, 0);
+	assert_false(r.is_anomaly);
+	assert_true(fabs(r.zscore) < 3.0);
+	/* and the old level is now the anomaly */
+	r = obs(&s, 20.0, NAN, 0);
+	assert_true(r.is_anomaly);
 }
 
 static void test_zscore_constant_then_step(void **state)
@@ -367,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_threshold_negative_and_none),
 		cmocka_unit_test(test_zscore_min_samples),
 		cmocka_unit_test(test_zscore_outlier_not_learned),
+		cmocka_unit_test(test_zscore_level_shift_relearned),
 		cmocka_unit_test(test_zscore_constant_then_step),
 		cmocka_unit_test(test_zscore_per_sensor_limit),
 		cmocka_unit_test(test_alert_sequences),
