@@ -52,7 +52,8 @@ static int on_message(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_message *ed = event_data;
 	struct plugin *pl = userdata;
-	if(!pl->pipeline || !ed->topic) return MOSQ_ERR_SUCCESS;
+	/* everything else passes untouched, before any other work */
+	if(!pl->pipeline || !ed->topic || !pipeline_captures(pl->pipeline, ed->topic)) return MOSQ_ERR_SUCCESS;
 	const char *client_id = ed->client ? mosquitto_client_id(ed->client) : NULL;
 	const char *username = ed->client ? mosquitto_client_username(ed->client) : NULL;
 	enum capture_rc rc = pipeline_capture(pl->pipeline, ed->topic, client_id, username, ed->payload,

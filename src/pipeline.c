@@ -161,10 +161,14 @@ static int64_t wall_ms(void)
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+bool pipeline_captures(const struct pipeline *p, const char *topic)
+{
+	return topic_set_match(&p->cfg.topics, topic);
+}
+
 enum capture_rc pipeline_capture(struct pipeline *p, const char *topic, const char *client_id,
 		const char *username, const void *payload, uint32_t len, uint8_t qos, bool retain)
 {
-	if(!topic_set_match(&p->cfg.topics, topic)) return CAPTURE_IGNORED;
 	METRIC_INC_OWN(&p->m, received);
 	struct capture_hdr h;
 	struct iovec iov[5];

@@ -12,7 +12,6 @@
 #include "pubq.h"
 
 enum capture_rc {
-	CAPTURE_IGNORED,            /* topic not captured: the message goes on untouched */
 	CAPTURE_OK,                 /* in the ingest journal */
 	CAPTURE_REJECTED,           /* journal full (reject) or broken: refuse the publish */
 };
@@ -21,7 +20,9 @@ struct pipeline;
 
 /* main thread at start; takes ownership of *cfg (cleared) whatever the outcome */
 struct pipeline *pipeline_start(struct config *cfg, char *err, size_t errlen);
-/* main thread: the MESSAGE hot path, a topic match and a memcpy */
+/* main thread: does this topic enter the pipeline? */
+bool pipeline_captures(const struct pipeline *p, const char *topic);
+/* main thread: the MESSAGE hot path for a captured topic, a memcpy into the ingest journal */
 enum capture_rc pipeline_capture(struct pipeline *p, const char *topic, const char *client_id,
 		const char *username, const void *payload, uint32_t len, uint8_t qos, bool retain);
 /* main thread (SIGHUP): re-read the registry */
