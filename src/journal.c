@@ -292,6 +292,7 @@ static bool open_segments(struct journal *j, char *err, size_t errlen)
 		struct seg *s = j->segs[i];
 		if(s->first_lsn == 0){
 			if(!j->opts.readonly && !j->spare && s->size == j->seg_bytes){
+				atomic_store(&s->used, JOURNAL_SEG_HEADER);   /* records start after the header */
 				j->spare = s;
 			}else{
 				if(!j->opts.readonly) unlink(s->path);
@@ -573,6 +574,7 @@ enum journal_rc journal_append(struct journal *j, uint32_t kind, const struct io
 	struct rec_header h = {.len = (uint32_t)len, .lsn = j->next_lsn, .kind = kind};
 	uint8_t *b = p + JOURNAL_REC_HEADER;
 	for(int i = 0; i < iovcnt; i++){
+		if(!iov[i].iov_len) continue;   /* an empty piece may come with a NULL base */
 		memcpy(b, iov[i].iov_base, iov[i].iov_len);
 		b += iov[i].iov_len;
 	}
@@ -677,10 +679,16 @@ const char *journal_reader_name(const struct journal_reader *r)
 	return r->name;
 }
 
+struct journal *journal_reader_journal(const struct journal_reader *r)
+{
+	return r->j;
+}
+
 void journal_get_stats(struct journal *j, struct journal_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->next_lsn = atomic_load(&j->pub_next_lsn);
+	st->max_bytes = j->opts.max_bytes;
 	pthread_mutex_lock(&j->lock);
 	st->segments = j->nsegs + (j->spare ? 1 : 0);
 	for(size_t i = 0; i < j->nsegs; i++) st->bytes += j->segs[i]->size;

@@ -53,6 +53,7 @@ struct journal_stats {
 	uint64_t next_lsn;          /* LSN the next append gets */
 	uint64_t first_lsn;         /* oldest LSN still on disk */
 	uint64_t bytes;             /* segment bytes on disk */
+	uint64_t max_bytes;         /* the bound */
 	uint64_t segments;
 	uint64_t appended;          /* records appended since open */
 	uint64_t rejected;          /* appends refused by JOURNAL_FULL_REJECT */
@@ -91,6 +92,7 @@ uint64_t journal_reader_committed(const struct journal_reader *r);
 uint64_t journal_reader_dropped(const struct journal_reader *r);
 uint64_t journal_pending(const struct journal_reader *r);
 const char *journal_reader_name(const struct journal_reader *r);
+struct journal *journal_reader_journal(const struct journal_reader *r);
 void journal_get_stats(struct journal *j, struct journal_stats *st);
 /* the directory's per-reader cursor values, for the operator tool (works on a readonly journal) */
 size_t journal_cursor_count(const struct journal *j);

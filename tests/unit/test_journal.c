@@ -190,6 +190,38 @@ static void test_recycled_segments(void **state)
 	journal_close(j);
 }
 
+/* The spare left on disk at close is taken again at open; the first roll after a restart must
+ * write after its header, not over it. */
+static void test_restart_then_roll(void **state)
+{
+	struct journal *j = open_j(JOURNAL_FULL_REJECT, 64 * SEG);
+	for(uint64_t i = 1; i <= 10; i++) put(j, i, 100);
+	usleep(50000);                       /* the maintenance thread has its spare ready */
+	journal_close(j);
+	j = open_j(JOURNAL_FULL_REJECT, 64 * SEG);
+	for(uint64_t i = 11; i <= 2000; i++) assert_int_equal(put(j, i, 300), i);   /* several rolls */
+	uint64_t first = 0, last = 0;
+	assert_int_equal(drain(journal_reader(j, "a"), &first, &last), 2000);
+	assert_int_equal(last, 2000);
+	journal_close(j);
+	j = open_j(JOURNAL_FULL_REJECT, 64 * SEG);
+	struct journal_stats st;
+	journal_get_stats(j, &st);
+	assert_int_equal(st.recovered_torn, 0);
+	assert_int_equal(drain(journal_reader(j, "b"), &first, &last), 2000);
+	journal_close(j);
+}
+
+static void test_empty_piece(void **state)
+{
+	struct journal *j = open_j(JOURNAL_FULL_REJECT, 64 * SEG);
+	uint64_t v = 1;
+	struct iovec iov[2] = {{&v, sizeof(v)}, {NULL, 0}};
+	assert_int_equal(journal_append(j, 7, iov, 2, NULL), JOURNAL_OK);
+	assert_int_equal(drain(journal_reader(j, "a"), NULL, NULL), 1);
+	journal_close(j);
+}
+
 static void test_full_reject(void **state)
 {
 	struct journal *j = open_j(JOURNAL_FULL_REJECT, 4 * SEG);
@@ -406,6 +438,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_append_read_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_deleted_when_all_readers_pass, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recycled_segments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_then_roll, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_piece, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_reject, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_drop_oldest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_torn, setup, teardown),
