@@ -36,6 +36,7 @@
 #define KS_BACKOFF_MAX_MS 10000
 #define KS_QUARANTINE_HEAD (64 * 1024)  /* payload kept in a sink_rejected record, at most */
 #define KS_KEY_MAX 256
+#define KS_REJECT_LOG_PER_S 10
 #define KS_CONTENT_TYPE "application/json"
 
 /* Throughput defaults, set before the user's kafka.<property> lines so that any of them can be
@@ -125,6 +126,9 @@ struct kafka_sink {
 	int backoff_ms;
 	bool failing;               /* a transient produce error was logged and not yet cleared */
 	uint64_t resent;            /* records sent again after a rewind or a new producer (duplicates) */
+	int64_t rej_window;         /* rejection log lines: this second's start, lines logged, lines held back */
+	unsigned rej_logged;
+	uint64_t rej_quiet;
 };
 
 /* any thread */
@@ -162,6 +166,33 @@ static void kafka_sink__on_log(const rd_kafka_t *rk, int level, const char *fac,
 	ip_log(l, "iotpipe: kafka: %s: %s", fac, buf);
 }
 
+/* librdkafka's own threads, first thing: niced like every pipeline thread (thread.h), so that the
+ * broker's main thread wins a busy core over compression and socket work */
+static rd_kafka_resp_err_t kafka_sink__on_thread_start(rd_kafka_t *rk, rd_kafka_thread_type_t type, const char *name,
+		void *ic_opaque)
+{
+	char n[16];     /* a thread name's limit */
+	snprintf(n, sizeof(n), "rdk:%s", name);
+	thread_background(n);
+	return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* the thread calling rd_kafka_new */
+static rd_kafka_resp_err_t kafka_sink__on_new(rd_kafka_t *rk, const rd_kafka_conf_t *conf, void *ic_opaque, char *errstr,
+		size_t errstr_size)
+{
+	return rd_kafka_interceptor_add_on_thread_start(rk, "iotpipe", kafka_sink__on_thread_start, NULL);
+}
+
+/* the thread calling rd_kafka_conf_dup: a copy does not inherit interceptors, so they are added again */
+static rd_kafka_resp_err_t kafka_sink__on_conf_dup(rd_kafka_conf_t *new_conf, const rd_kafka_conf_t *old_conf,
+		size_t filter_cnt, const char **filter, void *ic_opaque)
+{
+	rd_kafka_conf_interceptor_add_on_new(new_conf, "iotpipe", kafka_sink__on_new, NULL);
+	rd_kafka_conf_interceptor_add_on_conf_dup(new_conf, "iotpipe", kafka_sink__on_conf_dup, NULL);
+	return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 /* kafka sink thread (served by rd_kafka_poll) */
 static void kafka_sink__on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
@@ -171,7 +202,15 @@ static void kafka_sink__on_error(rd_kafka_t *rk, int err, const char *reason, vo
 		s->fatal = true;
 		return;
 	}
-	ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+	switch(err){
+	case RD_KAFKA_RESP_ERR__TRANSPORT:
+	case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+	case RD_KAFKA_RESP_ERR__SSL:
+	case RD_KAFKA_RESP_ERR__RESOLVE:
+		return;     /* a broker connection failing: librdkafka's own log line says it already */
+	default:
+		ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+	}
 }
 
 /* any thread: what a failed produce or delivery means for the record */
@@ -226,6 +265,7 @@ static void kafka_sink__advance(struct kafka_sink *s)
 	if(to > s->committed){
 		journal_commit(s->reader, to);
 		s->committed = to;
+		s->backoff_ms = 0;  /* progress: the next failure starts its back-off afresh */
 	}
 }
 
@@ -284,6 +324,28 @@ static rd_kafka_resp_err_t kafka_sink__produce(struct kafka_sink *s, rd_kafka_to
 	return err;
 }
 
+/* kafka sink thread: a refused batch or topic can refuse thousands of records a second; the log
+ * gets the first few of each second and a count of the rest (kafka_rejected has them all) */
+static bool kafka_sink__may_log_rejection(struct kafka_sink *s)
+{
+	int64_t now = kafka_sink__mono_ms();
+	if(now - s->rej_window >= 1000){
+		if(s->rej_quiet){
+			ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: %" PRIu64 " more records refused by Kafka and sent to %s",
+					s->rej_quiet, s->topic[REC_QUARANTINE - REC_RAW]);
+		}
+		s->rej_window = now;
+		s->rej_logged = 0;
+		s->rej_quiet = 0;
+	}
+	if(s->rej_logged < KS_REJECT_LOG_PER_S){
+		s->rej_logged++;
+		return true;
+	}
+	s->rej_quiet++;
+	return false;
+}
+
 /* kafka sink thread: a record Kafka refused for good (or that cannot be encoded) becomes a
  * sink_rejected quarantine record for the quarantine topic, since the sink cannot write to the
  * outbox (its one writer is the processor). Its slot is done once that record is acknowledged. */
@@ -293,7 +355,7 @@ static void kafka_sink__reject(struct kafka_sink *s, uint64_t seq, const char *w
 	struct ks_slot *sl = kafka_sink__slot(s, seq);
 	char hex[17], detail[768];
 	kafka_sink__hex(sl->id, hex);
-	snprintf(detail, sizeof(detail), "kafka: %s (%s record %s, outbox LSN %" PRIu64 ", topic %s)", why,
+	snprintf(detail, sizeof(detail), "kafka: %s (%s id %s, outbox LSN %" PRIu64 ", topic %s)", why,
 			rec_kind_name(sl->kind), hex, sl->lsn, topic);
 	size_t keep = len;
 	if(keep > s->quarantine_head){
@@ -313,8 +375,10 @@ static void kafka_sink__reject(struct kafka_sink *s, uint64_t seq, const char *w
 		q.orig_payload_len = (uint32_t)len;
 	}
 	METRIC_ADD(s->m, kafka_rejected, 1);
-	ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: %s record %s (outbox LSN %" PRIu64 ") refused by Kafka: %s; "
-			"sent to %s as sink_rejected", rec_kind_name(sl->kind), hex, sl->lsn, why, s->topic[REC_QUARANTINE - REC_RAW]);
+	if(kafka_sink__may_log_rejection(s)){
+		ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: %s record %s (outbox LSN %" PRIu64 ") refused by Kafka: %s; "
+				"sent to %s as sink_rejected", rec_kind_name(sl->kind), hex, sl->lsn, why, s->topic[REC_QUARANTINE - REC_RAW]);
+	}
 	struct ks_job *j = calloc(1, sizeof(*j));
 	size_t cap = 6 * keep + sizeof(detail) * 6 + 4096;
 	if(j) j->json = malloc(cap);
@@ -364,7 +428,7 @@ static void kafka_sink__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *ms
 		if(is_quarantine){
 			/* nowhere left to put it: say so loudly rather than stall every record behind it */
 			ip_log(IP_LOG_ERR, "iotpipe: kafka sink: the sink_rejected record of %s record %s (outbox LSN %" PRIu64
-					") was refused too: %s; it is lost", rec_kind_name(sl->kind), hex, sl->lsn, rd_kafka_message_errstr(msg));
+					") was refused too: %s; it is lost", rec_kind_name(sl->kind), hex, sl->lsn, rd_kafka_err2str(msg->err));
 			sl->state = KS_DONE;
 			return;
 		}
@@ -373,7 +437,7 @@ static void kafka_sink__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *ms
 		size_t kl = msg->key_len < sizeof(key) - 1 ? msg->key_len : sizeof(key) - 1;
 		if(msg->key) memcpy(key, msg->key, kl);
 		key[kl] = '\0';
-		kafka_sink__reject(s, seq, rd_kafka_message_errstr(msg), rd_kafka_topic_name(msg->rkt), msg->key ? key : NULL,
+		kafka_sink__reject(s, seq, rd_kafka_err2str(msg->err), rd_kafka_topic_name(msg->rkt), msg->key ? key : NULL,
 				msg->payload, msg->len, false);
 		return;
 	case KS_E_TRANSIENT:
@@ -382,7 +446,7 @@ static void kafka_sink__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *ms
 		METRIC_ADD(s->m, kafka_retries, 1);
 		if(!s->rewind){
 			snprintf(s->rewind_why, sizeof(s->rewind_why), "%s record %s (outbox LSN %" PRIu64 "): %s",
-					rec_kind_name(sl->kind), hex, sl->lsn, rd_kafka_message_errstr(msg));
+					rec_kind_name(sl->kind), hex, sl->lsn, rd_kafka_err2str(msg->err));
 		}
 		s->rewind = true;
 		return;
@@ -456,9 +520,10 @@ static void kafka_sink__restart_from_cursor(struct kafka_sink *s, const char *wh
 	s->cur.have = false;
 	kafka_sink__drop_jobs(s);
 	journal_rewind(s->reader);
-	ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: %s; sending again from outbox LSN %" PRIu64 " (%" PRIu64
-			" records acknowledged after it go twice, %" PRIu64 " so far: consumers drop them by id)",
-			why, s->committed, dup, s->resent);
+	/* the reason last: a long one from librdkafka is what the log queue's line limit cuts */
+	ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: sending again from outbox LSN %" PRIu64 ", %" PRIu64 " records "
+			"acknowledged after it go twice (%" PRIu64 " so far; consumers drop them by id): %s", s->committed, dup,
+			s->resent, why);
 }
 
 /* kafka sink thread: the time to wait before the next try grows while the error lasts */
@@ -477,6 +542,9 @@ static void kafka_sink__recover_fatal(struct kafka_sink *s)
 	if(s->rk){
 		rd_kafka_resp_err_t e = rd_kafka_fatal_error(s->rk, why, sizeof(why));
 		snprintf(msg, sizeof(msg), "producer failed for good (%s: %s); made a new one", rd_kafka_err2name(e), why);
+		/* acknowledgements already in are still true: taking them spares duplicates */
+		rd_kafka_poll(s->rk, 0);
+		kafka_sink__advance(s);
 	}else{
 		snprintf(msg, sizeof(msg), "making a new producer");
 	}
@@ -503,7 +571,9 @@ static bool kafka_sink__read(struct kafka_sink *s)
 	struct outrec r;
 	bool ok = rec.kind >= REC_RAW && rec.kind < REC__END && outrec_decode((uint16_t)rec.kind, rec.body, rec.len, &r);
 	if(!ok){
-		/* not to be skipped silently: the loss ledger must account for it */
+		/* not to be skipped silently: the loss ledger must account for it (the id, from the outbox
+		 * LSN, is stable across replays of the outbox) */
+		sl->id = record_id_lsn((uint16_t)rec.kind, rec.lsn, UINT32_MAX);
 		kafka_sink__reject(s, seq, "undecodable outbox record", s->topic[REC_QUARANTINE - REC_RAW], NULL, rec.body,
 				rec.len, true);
 		return true;
@@ -617,7 +687,7 @@ static enum ks_step kafka_sink__send_records(struct kafka_sink *s, int *sent)
 static void kafka_sink__shutdown(struct kafka_sink *s)
 {
 	int64_t deadline = kafka_sink__mono_ms() + KS_FLUSH_MS;
-	while(s->rk && !s->fatal && (s->outstanding > 0 || s->jobs) && kafka_sink__mono_ms() < deadline){
+	while(s->rk && !s->fatal && (s->outstanding > 0 || (s->jobs && !s->rewind)) && kafka_sink__mono_ms() < deadline){
 		if(!s->rewind) kafka_sink__send_jobs(s);
 		rd_kafka_poll(s->rk, 50);
 		kafka_sink__advance(s);
@@ -663,7 +733,7 @@ static void *kafka_sink__main(void *arg)
 		rd_kafka_poll(s->rk, st == KS_WAIT ? 10 : 0);
 		kafka_sink__advance(s);
 		if(st == KS_WAIT || sent > 0) continue;
-		if(s->outstanding > 0) rd_kafka_poll(s->rk, 2);
+		if(s->outstanding > 0) rd_kafka_poll(s->rk, 5);   /* a report or 5 ms, then the outbox again */
 		else journal_wait(s->reader, 50);
 		kafka_sink__advance(s);
 	}
@@ -715,6 +785,8 @@ static rd_kafka_conf_t *kafka_sink__conf(const struct config *cfg, struct kafka_
 	rd_kafka_conf_set_error_cb(c, kafka_sink__on_error);
 	rd_kafka_conf_set_dr_msg_cb(c, kafka_sink__on_delivery);
 	rd_kafka_conf_set_opaque(c, s);
+	rd_kafka_conf_interceptor_add_on_new(c, "iotpipe", kafka_sink__on_new, NULL);
+	rd_kafka_conf_interceptor_add_on_conf_dup(c, "iotpipe", kafka_sink__on_conf_dup, NULL);
 
 	/* a sink_rejected record must fit where the refused one did not: its payload keeps a head */
 	char v[64];
@@ -727,6 +799,15 @@ static rd_kafka_conf_t *kafka_sink__conf(const struct config *cfg, struct kafka_
 failed:
 	rd_kafka_conf_destroy(c);
 	return NULL;
+}
+
+/* main thread at start: Kafka's own rule, checked here so that a typo stops the broker instead of
+ * stalling every record of that kind behind an unknown topic */
+static bool kafka_sink__topic_ok(const char *t)
+{
+	size_t n = strlen(t);
+	if(n == 0 || n > 249 || !strcmp(t, ".") || !strcmp(t, "..")) return false;
+	return strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
 /* main thread at stop, or at a failed start */
@@ -758,6 +839,8 @@ struct kafka_sink *kafka_sink_start(const struct config *cfg, struct journal_rea
 	s->m = m;
 	s->jobs_tail = &s->jobs;
 	s->device_level = (int)cfg->device_topic_level;
+	/* a reader used before (a restarted sink) may have read past its cursor: start from the cursor */
+	journal_rewind(reader);
 	s->committed = journal_reader_committed(reader);
 	s->json_cap = 64 * 1024;
 	s->ring = calloc(KS_RING_SLOTS, sizeof(*s->ring));
@@ -767,9 +850,15 @@ struct kafka_sink *kafka_sink_start(const struct config *cfg, struct journal_rea
 		goto failed;
 	}
 	for(int k = 0; k < KS_KINDS; k++){
-		s->topic[k] = strdup(cfg->kafka_topic[k] ? cfg->kafka_topic[k] : rec_kind_name((uint16_t)(REC_RAW + k)));
+		const char *kind = rec_kind_name((uint16_t)(REC_RAW + k));
+		s->topic[k] = strdup(cfg->kafka_topic[k] ? cfg->kafka_topic[k] : kind);
 		if(!s->topic[k]){
 			snprintf(err, errlen, "out of memory");
+			goto failed;
+		}
+		if(!kafka_sink__topic_ok(s->topic[k])){
+			snprintf(err, errlen, "plugin_opt_kafka_topic_%s: \"%s\" is not a Kafka topic name (letters, digits, "
+					"'.', '_' and '-', at most 249)", kind, s->topic[k]);
 			goto failed;
 		}
 	}
