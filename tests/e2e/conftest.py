@@ -154,6 +154,7 @@ class Broker:
         self.returncode = None
         self.expect_up = False      # started by us and not stopped or killed by us since
         self._log_offset = 0
+        self.wrapper = []           # a command mosquitto runs under, e.g. valgrind
         self.write_conf()
 
     # ---- paths ----
@@ -200,7 +201,7 @@ class Broker:
         self.write_conf()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.wrapper + [MOSQUITTO, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                                          cwd="/", start_new_session=True)   # "/" as for a daemon
         _LIVE.add(self.proc)
