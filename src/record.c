@@ -1,5 +1,6 @@
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -146,21 +147,40 @@ const char *rec_kind_name(uint16_t kind)
 }
 
 /* The id's text form is what consumers deduplicate by: 16 hex digits. */
+/* The record's fields go into cJSON by reference (constant keys, strings that outlive the print):
+ * one allocation per field instead of three. */
 static void add_id(cJSON *o, uint64_t id)
 {
 	char hex[17];
 	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)id);
-	cJSON_AddStringToObject(o, "id", hex);
+	cJSON_AddItemToObjectCS(o, "id", cJSON_CreateString(hex));
 }
 
 static void add_str(cJSON *o, const char *k, const char *v)
 {
-	if(v) cJSON_AddStringToObject(o, k, v);
+	if(v) cJSON_AddItemToObjectCS(o, k, cJSON_CreateStringReference(v));
 }
 
+static void add_bool(cJSON *o, const char *k, bool v)
+{
+	cJSON_AddItemToObjectCS(o, k, cJSON_CreateBool(v));
+}
+
+/* Numbers are formatted here and handed to cJSON as raw text: cJSON prints every number through
+ * sprintf and sscanf with a locale look-up each (about half of its time for these records).
+ * Whole numbers (timestamps, counts) print exactly; others take 15 significant digits when those
+ * read back to the same double, else 17, which is what cJSON itself does. */
 static void add_num(cJSON *o, const char *k, double v)
 {
-	if(isfinite(v)) cJSON_AddNumberToObject(o, k, v);
+	if(!isfinite(v)) return;
+	char text[32];
+	if(fabs(v) < 9007199254740992.0 && v == (double)(int64_t)v){
+		snprintf(text, sizeof(text), "%lld", (long long)v);
+	}else{
+		snprintf(text, sizeof(text), "%.15g", v);
+		if(strtod(text, NULL) != v) snprintf(text, sizeof(text), "%.17g", v);
+	}
+	cJSON_AddItemToObjectCS(o, k, cJSON_CreateRaw(text));
 }
 
 static bool utf8_valid(const uint8_t *s, size_t n)
@@ -195,7 +215,7 @@ static void add_payload(cJSON *o, const uint8_t *p, size_t n)
 		if(!s) return;
 		memcpy(s, p, n);
 		s[n] = '\0';
-		cJSON_AddStringToObject(o, "payload", s);
+		cJSON_AddItemToObjectCS(o, "payload", cJSON_CreateString(s));
 		cJSON_free(s);
 		return;
 	}
@@ -207,7 +227,7 @@ static void add_payload(cJSON *o, const uint8_t *p, size_t n)
 		h[2 * i + 1] = digits[p[i] & 15];
 	}
 	h[2 * n] = '\0';
-	cJSON_AddStringToObject(o, "payloadHex", h);
+	cJSON_AddItemToObjectCS(o, "payloadHex", cJSON_CreateString(h));
 	cJSON_free(h);
 }
 
@@ -227,17 +247,17 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 		add_str(o, "zone", r->zone);
 		add_str(o, "deviceType", r->device_type);
 		if(r->flags & OUT_HAS_THRESHOLD) add_num(o, "threshold", r->limit);
-		cJSON_AddBoolToObject(o, "isAnomaly", (r->flags & OUT_ANOMALY) != 0);
+		add_bool(o, "isAnomaly", (r->flags & OUT_ANOMALY) != 0);
 		add_num(o, "zscore", r->score);
-		if(r->flags & OUT_TS_MISSING) cJSON_AddTrueToObject(o, "tsMissing");
-		if(r->flags & OUT_LATE) cJSON_AddTrueToObject(o, "late");
-		if(r->flags & OUT_UNENRICHED) cJSON_AddTrueToObject(o, "unenriched");
+		if(r->flags & OUT_TS_MISSING) add_bool(o, "tsMissing", true);
+		if(r->flags & OUT_LATE) add_bool(o, "late", true);
+		if(r->flags & OUT_UNENRICHED) add_bool(o, "unenriched", true);
 		break;
 	case REC_ALERT:
 		add_str(o, "deviceId", r->device_id);
 		add_str(o, "sensorId", r->sensor_id);
-		cJSON_AddStringToObject(o, "kind", r->alert_kind == OUT_ALERT_ZSCORE ? "zscore" : "threshold");
-		cJSON_AddStringToObject(o, "state", r->alert_state == OUT_ALERT_RESOLVED ? "resolved" : "firing");
+		add_str(o, "kind", r->alert_kind == OUT_ALERT_ZSCORE ? "zscore" : "threshold");
+		add_str(o, "state", r->alert_state == OUT_ALERT_RESOLVED ? "resolved" : "firing");
 		add_num(o, "value", r->value);
 		add_num(o, "limit", r->limit);
 		add_num(o, "score", r->score);
@@ -247,7 +267,7 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 		add_str(o, "zone", r->zone);
 		break;
 	case REC_QUARANTINE:
-		cJSON_AddStringToObject(o, "reason", reason_name((enum ip_reason)r->reason));
+		add_str(o, "reason", reason_name((enum ip_reason)r->reason));
 		add_str(o, "detail", r->detail);
 		add_str(o, "deviceId", r->device_id);
 		add_str(o, "sensorId", r->sensor_id);
