@@ -14,6 +14,7 @@
 #include "file_sink.h"
 #include "kafka_sink.h"
 #include "pg_sink.h"
+#include "pgreg.h"
 #include "journal.h"
 #include "log.h"
 #include "pipeline.h"
@@ -23,12 +24,14 @@
 
 #define PUBQ_SLOTS 4096
 #define REGISTRY_POLL_MS 1000
+#define PGREG_START_WAIT_MS 3000
 
 struct pipeline {
 	struct config cfg;
 	int lock_fd;
 	struct journal *ingest, *outbox;
 	struct regwatch *reg;
+	struct pgreg *pgreg;        /* the registry from PostgreSQL: registry_file unset, pg_conninfo set */
 	struct processor *proc;
 	struct file_sink *fsink;
 	struct kafka_sink *ksink;
@@ -111,6 +114,11 @@ struct pipeline *pipeline_start(struct config *cfg, char *err, size_t errlen)
 			snprintf(err, errlen, "plugin_opt_registry_file: %s", why);
 			goto failed;
 		}
+	}else if(p->cfg.pg_conninfo){
+		char cache[4096];
+		snprintf(cache, sizeof(cache), "%s/pg-registry.json", p->cfg.journal_dir);
+		p->pgreg = pgreg_start(p->cfg.pg_conninfo, cache, PGREG_START_WAIT_MS, err, errlen);
+		if(!p->pgreg) goto failed;
 	}
 	p->pubq = pubq_new(PUBQ_SLOTS);
 	if(!p->pubq){
@@ -122,7 +130,8 @@ struct pipeline *pipeline_start(struct config *cfg, char *err, size_t errlen)
 	snprintf(state, sizeof(state), "%s/processor.state", p->cfg.journal_dir);
 	struct processor_deps d = {
 		.cfg = &p->cfg, .in = journal_reader(p->ingest, "processor"), .out = p->outbox, .m = &p->m,
-		.pubq = p->pubq, .reg = p->reg, .state_path = state,
+		.pubq = p->pubq, .state_path = state,
+		.regslot = p->reg ? regwatch_slot(p->reg) : p->pgreg ? pgreg_slot(p->pgreg) : NULL,
 	};
 	p->proc = processor_start(&d, err, errlen);
 	if(!p->proc) goto failed;
@@ -187,6 +196,7 @@ enum capture_rc pipeline_capture(struct pipeline *p, const char *topic, const ch
 void pipeline_reload(struct pipeline *p)
 {
 	if(p->reg) regwatch_request_reload(p->reg);
+	if(p->pgreg) pgreg_request_reload(p->pgreg);
 }
 
 struct pubq *pipeline_pubq(struct pipeline *p)
@@ -260,6 +270,7 @@ void pipeline_stop(struct pipeline *p)
 	kafka_sink_stop(p->ksink);
 	pg_sink_stop(p->pgsink);
 	if(p->reg) regwatch_stop(p->reg);
+	pgreg_stop(p->pgreg);
 	journal_close(p->outbox);
 	journal_close(p->ingest);
 	pubq_free(p->pubq);

@@ -23,6 +23,7 @@
 #define CHECKPOINT_MS 5000
 #define SWEEP_MS 1000
 #define BATCH 1024
+#define STOP_DRAIN_MS 2000
 
 struct processor {
 	struct processor_deps d;
@@ -268,7 +269,7 @@ void processor_handle(struct processor *p, const struct journal_rec *rec)
 	const struct config *cfg = p->d.cfg;
 	struct capture c;
 	/* a relaxed load unless a new snapshot is waiting: cheap enough per capture */
-	if(p->d.reg) p->reg = regwatch_current(p->d.reg);
+	if(p->d.regslot) p->reg = regslot_take(p->d.regslot);
 	if(rec->kind != REC_CAPTURE || !capture_decode(rec->body, rec->len, &c)){
 		ip_log(IP_LOG_WARNING, "iotpipe: processor: ingest record %" PRIu64 " is not a capture; skipped", rec->lsn);
 		return;
@@ -308,9 +309,12 @@ void processor_handle(struct processor *p, const struct journal_rec *rec)
 	}
 }
 
+/* processor thread: the state and the ingest LSN it reflects go into one file (one rename), then the
+ * cursor follows. A crash between the two is resolved at the next start from the file's LSN. */
 static void checkpoint(struct processor *p, uint64_t next_lsn)
 {
 	char err[512];
+	series_set_tag(p->series, next_lsn);
 	if(p->state_path && !series_save(p->series, p->state_path, err, sizeof(err))){
 		ip_log(IP_LOG_ERR, "iotpipe: processor: checkpoint failed: %s", err);
 		return;
@@ -318,16 +322,31 @@ static void checkpoint(struct processor *p, uint64_t next_lsn)
 	journal_commit(p->d.in, next_lsn);
 }
 
+/* processor thread: the ingest journal holds everything since the last checkpoint, so one is due
+ * early when it fills past half its bound */
+static bool ingest_filling(struct processor *p)
+{
+	struct journal_stats st;
+	journal_get_stats(journal_reader_journal(p->d.in), &st);
+	return st.bytes > st.max_bytes / 2;
+}
+
 static void *processor_main(void *arg)
 {
 	struct processor *p = arg;
 	thread_background("iotpipe-proc");
-	int64_t last_ck = wall_ms(), last_sweep = last_ck;
+	int64_t last_ck = wall_ms(), last_sweep = last_ck, drain_until = 0;
 	uint64_t done = journal_reader_committed(p->d.in), ck_lsn = done;
-	while(!atomic_load(&p->stop)){
+	for(;;){
 		struct journal_rec rec;
 		int n = 0;
 		int64_t now = wall_ms();
+		/* at stop, what is already journaled is processed for a bounded time; the rest waits for
+		 * the next start */
+		if(atomic_load(&p->stop)){
+			if(!drain_until) drain_until = now + STOP_DRAIN_MS;
+			if(now >= drain_until) break;
+		}
 		while(n < BATCH && !p->aborted && journal_next(p->d.in, &rec)){
 			processor_handle(p, &rec);
 			if(p->aborted) break;
@@ -343,12 +362,15 @@ static void *processor_main(void *arg)
 		}
 		/* a checkpoint writes every series: with many of them, take it less often (1M series: every 100 s) */
 		int64_t every = CHECKPOINT_MS + (int64_t)(series_count(p->series) / 10);
-		if(done > ck_lsn && now - last_ck >= every){
+		if(done > ck_lsn && (now - last_ck >= every || (n == BATCH && ingest_filling(p)))){
 			checkpoint(p, done);
 			ck_lsn = done;
 			last_ck = now;
 		}
-		if(n == 0) journal_wait(p->d.in, 50);
+		if(n == 0){
+			if(drain_until) break;
+			journal_wait(p->d.in, 50);
+		}
 	}
 	if(!p->aborted && done > ck_lsn) checkpoint(p, done);
 	return NULL;
@@ -393,6 +415,11 @@ struct processor *processor_new(const struct processor_deps *d, char *err, size_
 			if(!series_load(p->series, p->state_path, why, sizeof(why))){
 				ip_log(IP_LOG_WARNING, "iotpipe: processor: ignoring checkpoint %s: %s; baselines and windows start afresh",
 						p->state_path, why);
+			}else if(d->in && series_tag(p->series) > journal_reader_committed(d->in)){
+				/* saved, then stopped before the cursor moved: the outputs up to the tag are in the
+				 * outbox already, and replaying them would fold them into the state twice */
+				journal_commit(d->in, series_tag(p->series));
+				journal_rewind(d->in);
 			}
 		}
 	}

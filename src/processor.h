@@ -14,7 +14,7 @@
 #include "metrics.h"
 #include "pubq.h"
 
-struct regwatch;
+struct regslot;
 struct processor;
 
 struct processor_deps {
@@ -23,7 +23,8 @@ struct processor_deps {
 	struct journal *out;
 	struct metrics *m;
 	struct pubq *pubq;          /* alerts for MQTT; NULL: none */
-	struct regwatch *reg;       /* NULL: no registry, devices pass unenriched */
+	struct regslot *regslot;    /* registry snapshots from the file (regwatch.h) or PostgreSQL (pgreg.h);
+	                             * NULL, or before the first snapshot: devices pass unenriched */
 	const char *state_path;     /* checkpoint file */
 };
 

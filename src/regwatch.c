@@ -448,6 +448,11 @@ const struct ip_registry *regwatch_current(struct regwatch *w)
 	return regslot_take(&w->slot);
 }
 
+struct regslot *regwatch_slot(struct regwatch *w)
+{
+	return &w->slot;
+}
+
 /* any thread */
 void regwatch_stats(struct regwatch *w, struct regwatch_stats *st)
 {

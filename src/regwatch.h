@@ -60,6 +60,10 @@ void regwatch_request_reload(struct regwatch *w);
  * (compare registry_version() to notice the change). Never blocks. */
 const struct ip_registry *regwatch_current(struct regwatch *w);
 
+/* main thread at start: the hand-off the processor takes snapshots from (regslot_take on it is
+ * regwatch_current) */
+struct regslot *regwatch_slot(struct regwatch *w);
+
 /* any thread: counters for logs and $SYS metrics. */
 void regwatch_stats(struct regwatch *w, struct regwatch_stats *st);
 

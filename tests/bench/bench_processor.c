@@ -48,7 +48,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct metrics m = {0};
-	struct processor_deps d = {.cfg = &cfg, .in = journal_reader(in, "processor"), .out = out, .m = &m, .reg = reg};
+	struct processor_deps d = {.cfg = &cfg, .in = journal_reader(in, "processor"), .out = out, .m = &m,
+		.regslot = reg ? regwatch_slot(reg) : NULL};
 	struct processor *p = processor_new(&d, err, sizeof(err));
 
 	struct timespec now;

@@ -65,7 +65,7 @@ static struct rig *rig_new(const struct config_kv *extra, size_t nextra)
 	assert_non_null(r->reg);
 	r->q = pubq_new(64);
 	struct processor_deps d = {.cfg = &r->cfg, .in = journal_reader(r->in, "processor"), .out = r->out, .m = &r->m,
-		.pubq = r->q, .reg = r->reg, .state_path = NULL};
+		.pubq = r->q, .regslot = regwatch_slot(r->reg), .state_path = NULL};
 	r->p = processor_new(&d, err, sizeof(err));
 	assert_non_null(r->p);
 	r->now = wall_ms();
