@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The foundation and processing benchmarks: prints markdown rows for BENCHMARKS.md.
+# The foundation and processing benchmarks: prints markdown rows for BENCHMARKS.md. The sinks have
+# their own: tests/bench/kafka.sh and tests/bench/pg.sh.
 #   usage: tests/bench/run.sh [BUILD_DIR]      (default build/plain; run ci/build.sh plain first)
 # Instruction counts come from callgrind (repeatable whatever the machine is doing); times are
 # per-thread CPU time, median of 5 runs with the range; the ingest ratio is measured in one run.
