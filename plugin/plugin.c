@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "pipeline.h"
+#include "thread.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define TICK_LOG_LINES 256
@@ -78,9 +79,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	}
 	const struct config *cfg = pipeline_config(pl->pipeline);
 	if(cfg->metrics_interval_ms > 0){
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		int64_t now = ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		int64_t now = clock_mono_ms();
 		if(now >= pl->next_stats_ms){
 			pl->next_stats_ms = now + cfg->metrics_interval_ms;
 			size_t n = pipeline_stats_json(pl->pipeline, pl->stats, sizeof(pl->stats));

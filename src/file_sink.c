@@ -37,13 +37,6 @@ struct file_sink {
 	uint64_t rotations;
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void file_path(const struct file_sink *s, uint16_t kind, char *path, size_t cap)
 {
 	snprintf(path, cap, "%s/%s.ndjson", s->dir, rec_kind_name(kind));
@@ -81,7 +74,7 @@ static bool file_sync(struct out_file *o)
 static bool file_rotate(struct file_sink *s, uint16_t kind)
 {
 	struct out_file *o = &s->files[kind];
-	if(mono_ms() < o->rotate_after) return true;
+	if(clock_mono_ms() < o->rotate_after) return true;
 	if(!file_sync(o)) return false;
 	char from[4096], to[4200], stamp[32];
 	time_t now = time(NULL);
@@ -93,7 +86,7 @@ static bool file_rotate(struct file_sink *s, uint16_t kind)
 	if(rename(from, to)){
 		ip_log(IP_LOG_WARNING, "iotpipe: file sink: cannot rotate %s: %s; writing on, trying again in 10 s",
 				from, strerror(errno));
-		o->rotate_after = mono_ms() + 10000;
+		o->rotate_after = clock_mono_ms() + 10000;
 		return true;
 	}
 	s->rotations++;
@@ -165,7 +158,7 @@ static void *file_sink_main(void *arg)
 {
 	struct file_sink *s = arg;
 	thread_background("iotpipe-file");
-	int64_t last_sync = mono_ms(), failing_since = 0;
+	int64_t last_sync = clock_mono_ms(), failing_since = 0;
 	uint64_t done = journal_reader_committed(s->reader), synced_to = done, unsynced = 0, retries = 0;
 	for(;;){
 		bool stopping = atomic_load(&s->stop);
@@ -178,7 +171,7 @@ static void *file_sink_main(void *arg)
 			n++;
 		}
 		unsynced += (uint64_t)n;
-		int64_t now = mono_ms();
+		int64_t now = clock_mono_ms();
 		if(ok && done > synced_to && (n == 0 || now - last_sync >= SYNC_MS || stopping)){
 			ok = sync_files(s);
 			if(ok){
@@ -230,7 +223,7 @@ struct file_sink *file_sink_start(const char *dir, uint64_t max_bytes, struct jo
 	for(uint16_t k = REC_RAW; k < REC__END; k++){
 		if(!file_open(s, k, err, errlen)) goto failed;
 	}
-	if(pthread_create(&s->thread, NULL, file_sink_main, s)){
+	if(thread_start(&s->thread, file_sink_main, s)){
 		snprintf(err, errlen, "cannot start the file sink thread");
 		goto failed;
 	}

@@ -465,7 +465,7 @@ struct journal *journal_open(const struct journal_opts *opts, char *err, size_t 
 		j->spare = seg_create(j, j->next_seq++, err, errlen);
 		if(!j->spare) goto failed;
 	}
-	if(pthread_create(&j->thread, NULL, maintenance_main, j)){
+	if(thread_start(&j->thread, maintenance_main, j)){
 		snprintf(err, errlen, "cannot start the journal thread");
 		goto failed;
 	}

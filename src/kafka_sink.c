@@ -131,22 +131,6 @@ struct kafka_sink {
 	uint64_t rej_quiet;
 };
 
-/* any thread */
-static int64_t kafka_sink__mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* any thread */
-static int64_t kafka_sink__wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* any thread: the id as consumers see it in the JSON "id": 16 lowercase hex digits */
 static void kafka_sink__hex(uint64_t id, char out[17])
 {
@@ -328,7 +312,7 @@ static rd_kafka_resp_err_t kafka_sink__produce(struct kafka_sink *s, rd_kafka_to
  * gets the first few of each second and a count of the rest (kafka_rejected has them all) */
 static bool kafka_sink__may_log_rejection(struct kafka_sink *s)
 {
-	int64_t now = kafka_sink__mono_ms();
+	int64_t now = clock_mono_ms();
 	if(now - s->rej_window >= 1000){
 		if(s->rej_quiet){
 			ip_log(IP_LOG_WARNING, "iotpipe: kafka sink: %" PRIu64 " more records refused by Kafka and sent to %s",
@@ -363,7 +347,7 @@ static void kafka_sink__reject(struct kafka_sink *s, uint64_t seq, const char *w
 		/* cut on a character boundary, so a JSON value stays text and not hex */
 		while(!binary && keep > 0 && (((const uint8_t *)payload)[keep] & 0xC0) == 0x80) keep--;
 	}
-	int64_t now = kafka_sink__wall_ms();
+	int64_t now = clock_wall_ms();
 	/* the id derives from the refused record's id: a replay refused again gets the same one */
 	struct outrec q = {
 		.kind = REC_QUARANTINE, .reason = IP_R_SINK_REJECTED, .id = record_id_lsn(REC_QUARANTINE, sl->id, UINT32_MAX),
@@ -531,7 +515,7 @@ static void kafka_sink__back_off(struct kafka_sink *s)
 {
 	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : KS_BACKOFF_MIN_MS;
 	if(s->backoff_ms > KS_BACKOFF_MAX_MS) s->backoff_ms = KS_BACKOFF_MAX_MS;
-	s->retry_at = kafka_sink__mono_ms() + s->backoff_ms;
+	s->retry_at = clock_mono_ms() + s->backoff_ms;
 }
 
 /* kafka sink thread: librdkafka gave up on the producer (idempotence state lost, fenced, ...). Only
@@ -686,8 +670,8 @@ static enum ks_step kafka_sink__send_records(struct kafka_sink *s, int *sent)
  * acknowledged by then stays in the outbox for the next start */
 static void kafka_sink__shutdown(struct kafka_sink *s)
 {
-	int64_t deadline = kafka_sink__mono_ms() + KS_FLUSH_MS;
-	while(s->rk && !s->fatal && (s->outstanding > 0 || (s->jobs && !s->rewind)) && kafka_sink__mono_ms() < deadline){
+	int64_t deadline = clock_mono_ms() + KS_FLUSH_MS;
+	while(s->rk && !s->fatal && (s->outstanding > 0 || (s->jobs && !s->rewind)) && clock_mono_ms() < deadline){
 		if(!s->rewind) kafka_sink__send_jobs(s);
 		rd_kafka_poll(s->rk, 50);
 		kafka_sink__advance(s);
@@ -706,7 +690,7 @@ static void *kafka_sink__main(void *arg)
 	thread_background("iotpipe-kafka");
 	while(!atomic_load(&s->stop)){
 		if(s->fatal){
-			if(kafka_sink__mono_ms() >= s->retry_at) kafka_sink__recover_fatal(s);
+			if(clock_mono_ms() >= s->retry_at) kafka_sink__recover_fatal(s);
 			else journal_wait(s->reader, 50);
 			continue;
 		}
@@ -722,7 +706,7 @@ static void *kafka_sink__main(void *arg)
 			kafka_sink__back_off(s);
 			continue;
 		}
-		if(kafka_sink__mono_ms() < s->retry_at){
+		if(clock_mono_ms() < s->retry_at){
 			rd_kafka_poll(s->rk, 20);
 			kafka_sink__advance(s);
 			continue;
@@ -869,7 +853,7 @@ struct kafka_sink *kafka_sink_start(const struct config *cfg, struct journal_rea
 		snprintf(err, errlen, "plugin_opt_kafka_brokers: cannot make the Kafka producer: %s", why);
 		goto failed;
 	}
-	if(pthread_create(&s->thread, NULL, kafka_sink__main, s)){
+	if(thread_start(&s->thread, kafka_sink__main, s)){
 		snprintf(err, errlen, "cannot start the Kafka sink thread");
 		goto failed;
 	}

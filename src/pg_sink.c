@@ -163,22 +163,6 @@ struct pg_sink {
 	char *tscale_sql;
 };
 
-/* any thread */
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* any thread */
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* pg sink thread */
 static int backoff_next(int ms)
 {
@@ -733,7 +717,7 @@ static void pg_sink__send_step(struct pg_sink *s, struct pgc *c, struct pg_batch
 		const uint8_t *tup = pg_tuples_span(&b->rows[rj->table], rj->row, rj->row + 1, &len);
 		pg_tuples_reset(&c->scratch);
 		if(!pg_tuples_add_reject(&c->scratch, (enum pg_table_id)rj->table, tup, len, b->rows[rj->table].lsn[rj->row],
-				rj->why, wall_ms(), b->reject_try > 0)){
+				rj->why, clock_wall_ms(), b->reject_try > 0)){
 			c->sql_oom = true;
 		}
 		sql_copy_unit(c, PG_T_QUARANTINE, 0, 1, true, true);
@@ -940,7 +924,7 @@ static void pg_sink__maint_ddl(struct pg_sink *s, struct pgc *c, int64_t now)
 		goto failed;
 	}
 	for(int i = 0; i < n; i++) names[i] = PQgetvalue(c->tuples, i, 0);
-	int64_t wall = wall_ms();
+	int64_t wall = clock_wall_ms();
 	size_t nd = pg_retention_drops(names, (size_t)n, wall, s->retention_ms, drop);
 	sql_put(c, "BEGIN;" PG_DDL_LOCK_TIMEOUT "%s;", pg_schema_lock_sql());
 	int32_t today = pg_day_of_ms(wall);
@@ -1022,7 +1006,7 @@ static void pg_sink__maint_result(struct pg_sink *s, struct pgc *c, int64_t now)
 		pg_sink__maint_ddl(s, c, now);
 		return;
 	case M_DDL: {
-		int32_t today = pg_day_of_ms(wall_ms());
+		int32_t today = pg_day_of_ms(clock_wall_ms());
 		for(int32_t d = today; d <= today + PG_DAYS_AHEAD; d++) day_learn(s, d);
 		break;
 	}
@@ -1121,7 +1105,7 @@ static void *pg_sink_main(void *arg)
 	}
 	int64_t stop_at = 0;
 	for(;;){
-		int64_t now = mono_ms();
+		int64_t now = clock_mono_ms();
 		if(!stop_at && atomic_load(&s->stop)) stop_at = now + PG_STOP_MS;
 		if(stop_at && (pg_sink__idle(s) || now >= stop_at)) break;
 		pg_sink__read(s, now);
@@ -1145,7 +1129,7 @@ static void *pg_sink_main(void *arg)
 			nanosleep(&ts, NULL);
 			continue;
 		}
-		now = mono_ms();
+		now = clock_mono_ms();
 		for(int k = 0; k < np && rc > 0; k++){
 			struct pgc *c = &s->conns[who[k]];
 			if(!pfd[k].revents) continue;
@@ -1239,17 +1223,7 @@ struct pg_sink *pg_sink_start(const struct config *cfg, struct journal_reader *r
 	s->committed = s->next_lo = journal_reader_committed(reader);
 	s->layout = PG_LAYOUT_PARTITIONED;
 
-	/* the broker's signals stay on its threads */
-	sigset_t block, old;
-	sigfillset(&block);
-	sigdelset(&block, SIGSEGV);
-	sigdelset(&block, SIGBUS);
-	sigdelset(&block, SIGFPE);
-	sigdelset(&block, SIGILL);
-	sigdelset(&block, SIGABRT);
-	pthread_sigmask(SIG_SETMASK, &block, &old);
-	int e = pthread_create(&s->thread, NULL, pg_sink_main, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	int e = thread_start(&s->thread, pg_sink_main, s);
 	if(e){
 		snprintf(err, errlen, "plugin_opt_pg_conninfo: cannot start the PostgreSQL sink thread");
 		pg_sink__free(s);

@@ -51,14 +51,6 @@ struct pgreg {
 enum pgreg_wait { W_READY, W_WAKE, W_TIMEOUT, W_STOP };
 
 /* any thread */
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* any thread */
 const char *pgreg_load_sql(void)
 {
 	/* one statement: one consistent snapshot of both tables. Sensors in ordinal order, so the
@@ -75,7 +67,7 @@ static enum pgreg_wait pgreg__wait(struct pgreg *g, PGconn *c, short events, int
 	struct pollfd pfd[2] = {{.fd = g->efd, .events = POLLIN}, {.fd = c ? PQsocket(c) : -1, .events = events}};
 	int timeout = -1;
 	if(deadline){
-		int64_t left = deadline - mono_ms();
+		int64_t left = deadline - clock_mono_ms();
 		timeout = left < 0 ? 0 : left > 60000 ? 60000 : (int)left;
 	}
 	int rc = poll(pfd, 2, timeout);
@@ -91,7 +83,7 @@ static enum pgreg_wait pgreg__wait(struct pgreg *g, PGconn *c, short events, int
 	}
 	if(pfd[1].revents) return W_READY;
 	if(pfd[0].revents) return W_WAKE;
-	return deadline && mono_ms() >= deadline ? W_TIMEOUT : W_WAKE;
+	return deadline && clock_mono_ms() >= deadline ? W_TIMEOUT : W_WAKE;
 }
 
 /* loader thread: a ready connection, or NULL with why set (empty when stopping) */
@@ -105,7 +97,7 @@ static PGconn *pgreg__connect(struct pgreg *g, char *why, size_t cap)
 	}
 	pg_conn_target(c, g->target, sizeof(g->target));
 	if(PQstatus(c) == CONNECTION_BAD) goto failed;
-	int64_t deadline = mono_ms() + PG_CONNECT_TIMEOUT_MS;
+	int64_t deadline = clock_mono_ms() + PG_CONNECT_TIMEOUT_MS;
 	short ev = POLLOUT;
 	for(;;){
 		enum pgreg_wait w = pgreg__wait(g, c, ev, deadline);
@@ -144,7 +136,7 @@ typedef bool (*pgreg_row_cb)(void *ctx, const PGresult *r);
 static bool pgreg__results(struct pgreg *g, PGconn *c, pgreg_row_cb cb, void *ctx, char *why, size_t cap)
 {
 	bool ok = true;
-	int64_t deadline = mono_ms() + PGREG_QUERY_TIMEOUT_MS;
+	int64_t deadline = clock_mono_ms() + PGREG_QUERY_TIMEOUT_MS;
 	why[0] = '\0';
 	for(;;){
 		int f = PQflush(c);
@@ -502,7 +494,7 @@ static void pgreg__session(struct pgreg *g, PGconn *c, int *backoff)
 	g->no_tables = false;
 	*backoff = 0;
 	for(;;){
-		int64_t now = mono_ms();
+		int64_t now = clock_mono_ms();
 		if(dirty && now >= dirty_at + PGREG_DEBOUNCE_MS){
 			dirty = false;
 			if(!pgreg__load(g, c, why, sizeof(why))) goto failed;
@@ -523,7 +515,7 @@ static void pgreg__session(struct pgreg *g, PGconn *c, int *backoff)
 		while((n = PQnotifies(c))){
 			if(!dirty){
 				dirty = true;
-				dirty_at = mono_ms();
+				dirty_at = clock_mono_ms();
 			}
 			PQfreemem(n);
 		}
@@ -570,8 +562,8 @@ static void *pgreg__run(void *arg)
 		if(atomic_load(&g->stop)) break;
 		backoff = backoff < PGREG_RETRY_MIN_MS ? PGREG_RETRY_MIN_MS
 			: backoff * 2 > PGREG_RETRY_MAX_MS ? PGREG_RETRY_MAX_MS : backoff * 2;
-		int64_t until = mono_ms() + backoff;
-		while(!atomic_load(&g->stop) && mono_ms() < until){
+		int64_t until = clock_mono_ms() + backoff;
+		while(!atomic_load(&g->stop) && clock_mono_ms() < until){
 			if(pgreg__wait(g, NULL, 0, until) == W_STOP) break;
 			if(atomic_load(&g->reload)) break;   /* SIGHUP: try now */
 		}
@@ -626,23 +618,14 @@ struct pgreg *pgreg_start(const char *conninfo, const char *cache_path, int wait
 		}
 	}
 
-	sigset_t block, old;
-	sigfillset(&block);
-	sigdelset(&block, SIGSEGV);
-	sigdelset(&block, SIGBUS);
-	sigdelset(&block, SIGFPE);
-	sigdelset(&block, SIGILL);
-	sigdelset(&block, SIGABRT);
-	pthread_sigmask(SIG_SETMASK, &block, &old);
-	int e = pthread_create(&g->thread, NULL, pgreg__run, g);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	int e = thread_start(&g->thread, pgreg__run, g);
 	if(e){
 		snprintf(err, errlen, "registry from PostgreSQL: cannot start the loader thread: %s", strerror(e));
 		pgreg__free(g);
 		return NULL;
 	}
-	int64_t until = mono_ms() + (wait_ms > 0 ? wait_ms : 0);
-	while(!atomic_load(&g->answered) && mono_ms() < until){
+	int64_t until = clock_mono_ms() + (wait_ms > 0 ? wait_ms : 0);
+	while(!atomic_load(&g->answered) && clock_mono_ms() < until){
 		struct timespec ts = {0, 5 * 1000000L};
 		nanosleep(&ts, NULL);
 	}

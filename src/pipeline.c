@@ -21,6 +21,7 @@
 #include "processor.h"
 #include "record.h"
 #include "regwatch.h"
+#include "thread.h"
 
 #define PUBQ_SLOTS 4096
 #define REGISTRY_POLL_MS 1000
@@ -163,13 +164,6 @@ failed:
 	return NULL;
 }
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 bool pipeline_captures(const struct pipeline *p, const char *topic)
 {
 	return topic_set_match(&p->cfg.topics, topic);
@@ -182,7 +176,7 @@ enum capture_rc pipeline_capture(struct pipeline *p, const char *topic, const ch
 	struct capture_hdr h;
 	struct iovec iov[5];
 	int n = capture_iov(&h, iov, topic, client_id, username, payload, len, (uint32_t)p->cfg.max_payload_bytes,
-			qos, retain, wall_ms());
+			qos, retain, clock_wall_ms());
 	enum journal_rc rc = journal_append(p->ingest, REC_CAPTURE, iov, n, NULL);
 	if(rc == JOURNAL_OK){
 		METRIC_INC_OWN(&p->m, journaled);

@@ -40,13 +40,6 @@ struct processor {
 	bool aborted;               /* stop arrived while waiting for outbox space */
 };
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* processor thread: one record into the outbox. Waits while the outbox is full (reject policy):
  * the ingest journal is the buffer then, and it applies journal_full at the broker. */
 static bool emit(struct processor *p, const struct outrec *r)
@@ -335,12 +328,12 @@ static void *processor_main(void *arg)
 {
 	struct processor *p = arg;
 	thread_background("iotpipe-proc");
-	int64_t last_ck = wall_ms(), last_sweep = last_ck, drain_until = 0;
+	int64_t last_ck = clock_wall_ms(), last_sweep = last_ck, drain_until = 0;
 	uint64_t done = journal_reader_committed(p->d.in), ck_lsn = done;
 	for(;;){
 		struct journal_rec rec;
 		int n = 0;
-		int64_t now = wall_ms();
+		int64_t now = clock_wall_ms();
 		/* at stop, what is already journaled is processed for a bounded time; the rest waits for
 		 * the next start */
 		if(atomic_load(&p->stop)){
@@ -441,7 +434,7 @@ struct processor *processor_start(const struct processor_deps *d, char *err, siz
 	struct processor *p = processor_new(d, err, errlen);
 	if(!p) return NULL;
 	p->started = true;
-	if(pthread_create(&p->thread, NULL, processor_main, p)){
+	if(thread_start(&p->thread, processor_main, p)){
 		snprintf(err, errlen, "cannot start the processor thread");
 		processor_free(p);
 		return NULL;

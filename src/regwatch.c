@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "thread.h"
 
 /* --- regslot -------------------------------------------------------------------------------- */
 
@@ -342,7 +343,6 @@ struct regwatch *regwatch_start(const char *path, int poll_ms, char *err, size_t
 	struct regwatch *w;
 	struct ip_registry *reg;
 	struct regwatch_sig after;
-	sigset_t block, old;
 	char msg[512];
 	const char *slash;
 	char *buf;
@@ -405,17 +405,7 @@ struct regwatch *regwatch_start(const char *path, int poll_ms, char *err, size_t
 	}
 	regwatch__publish(w, reg);
 
-	/* Signals are the broker's (SIGHUP, SIGINT...): keep them on its threads, and keep EINTR out
-	 * of ours. Faults stay deliverable so crashes are still reported. */
-	sigfillset(&block);
-	sigdelset(&block, SIGSEGV);
-	sigdelset(&block, SIGBUS);
-	sigdelset(&block, SIGFPE);
-	sigdelset(&block, SIGILL);
-	sigdelset(&block, SIGABRT);
-	pthread_sigmask(SIG_SETMASK, &block, &old);
-	e = pthread_create(&w->thread, NULL, regwatch__run, w);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	e = thread_start(&w->thread, regwatch__run, w);
 	if(e != 0){
 		snprintf(err, errlen, "registry_file %s: cannot start the loader thread: %s",
 				path, strerror_r(e, msg, sizeof(msg)));
