@@ -394,15 +394,7 @@ def test_file_sink_disk_full_at_sync_loses_nothing(broker_factory, mqtt_factory,
     broker = broker_factory({"file_sink_dir": str(fs), "metrics_interval": "200ms"}).start()
     stats = stats_factory(broker)
     # the disk fills while the sink is idle (root gets no reserve on tmpfs)
-    filler = fs / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass                    # ENOSPC: full
-    finally:
-        os.close(fd)
+    filler = _fill_disk(fs)
     # a few readings: they fit the sink's stdio buffer, so the failure comes at its sync
     pub = mqtt_factory(broker)
     base = now_ms() - 60_000
@@ -423,14 +415,17 @@ def test_file_sink_disk_full_at_sync_loses_nothing(broker_factory, mqtt_factory,
 # ---- journal_full reject ----
 
 def _fill_disk(fs):
-    """Fills the small file system the file sink writes to; returns the filler to unlink."""
+    """Fills the small file system the file sink writes to, to its last page; returns the filler
+    to unlink."""
     filler = fs / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        while os.write(fd, b"\0" * 65536):
-            pass
-    except OSError:
-        pass                    # ENOSPC: full
+        for chunk in (1 << 20, 4096):
+            try:
+                while os.write(fd, b"\0" * chunk):
+                    pass
+            except OSError:
+                pass            # ENOSPC at this chunk size: go on with a smaller one
     finally:
         os.close(fd)
     return filler

@@ -30,6 +30,8 @@
 #include "pg_sink.h"
 #include "record.h"
 
+#include "pg_live.h"
+
 #define DEADLINE_MS 30000
 #define JAN5_MS 1704412800000LL   /* 2024-01-05T00:00:00Z */
 
@@ -488,65 +490,6 @@ static void test_inflight(void **state)
 
 /* --- live --------------------------------------------------------------------------------------- */
 
-static char pg_base[512];       /* conninfo of the server; a test appends its dbname */
-static char pg_dir[128];        /* the cluster this run started, "" when none */
-static int pg_port;
-static int dbseq;
-
-static bool run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static bool run_cmd(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd) == 0;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof(a);
-	if(fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &l)){
-		if(fd >= 0) close(fd);
-		return 0;
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static int live_setup(void **state)
-{
-	(void)state;
-	const char *env = getenv("IOTPIPE_TEST_PG");
-	if(env && *env){
-		snprintf(pg_base, sizeof(pg_base), "%s", env);
-		return 0;
-	}
-	if(geteuid() != 0 || access("/usr/lib/postgresql/15/bin/postgres", X_OK)) return 0;
-	pg_port = free_port();
-	snprintf(pg_dir, sizeof(pg_dir), "/tmp/iotpipe-unit-pg-%d", (int)getpid());
-	if(!pg_port || !run_cmd("bash '%s/ci/pg.sh' start %s %d >/dev/null", IOTPIPE_SOURCE_DIR, pg_dir, pg_port)){
-		fprintf(stderr, "test_pg_sink: could not start PostgreSQL; live tests skipped\n");
-		pg_dir[0] = '\0';
-		return 0;
-	}
-	snprintf(pg_base, sizeof(pg_base), "host=127.0.0.1 port=%d user=postgres", pg_port);
-	return 0;
-}
-
-static int live_teardown(void **state)
-{
-	(void)state;
-	if(pg_dir[0]){
-		run_cmd("bash '%s/ci/pg.sh' stop %s >/dev/null", IOTPIPE_SOURCE_DIR, pg_dir);
-		run_cmd("rm -rf %s", pg_dir);
-	}
-	return 0;
-}
-
 struct live {
 	char dir[64];
 	char conninfo[600];
@@ -564,15 +507,6 @@ static PGconn *connect_db(const char *conninfo)
 	if(PQstatus(c) != CONNECTION_OK) fail_msg("cannot connect: %s", PQerrorMessage(c));
 	PQclear(PQexec(c, "SET client_min_messages = warning"));
 	return c;
-}
-
-static void sql(PGconn *c, const char *q)
-{
-	PGresult *r = PQexec(c, q);
-	if(PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK){
-		fail_msg("%s: %s", q, PQresultErrorMessage(r));
-	}
-	PQclear(r);
 }
 
 static long long sql_num(PGconn *c, const char *q)

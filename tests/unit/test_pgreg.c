@@ -25,6 +25,8 @@
 #include "registry.h"
 #include "regwatch.h"
 
+#include "pg_live.h"
+
 #define DEADLINE_MS 20000
 
 static int64_t mono_ms(void)
@@ -100,74 +102,6 @@ static void test_json_round_trip(void **state)
 }
 
 /* --- live --------------------------------------------------------------------------------------- */
-
-static char pg_base[512];
-static char pg_dir[128];
-static int pg_port;
-static int dbseq;
-
-static bool run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static bool run_cmd(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd) == 0;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof(a);
-	if(fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &l)){
-		if(fd >= 0) close(fd);
-		return 0;
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static int live_setup(void **state)
-{
-	(void)state;
-	const char *env = getenv("IOTPIPE_TEST_PG");
-	if(env && *env){
-		snprintf(pg_base, sizeof(pg_base), "%s", env);
-		return 0;
-	}
-	if(geteuid() != 0 || access("/usr/lib/postgresql/15/bin/postgres", X_OK)) return 0;
-	pg_port = free_port();
-	snprintf(pg_dir, sizeof(pg_dir), "/tmp/iotpipe-unit-pgreg-%d", (int)getpid());
-	if(!pg_port || !run_cmd("bash '%s/ci/pg.sh' start %s %d >/dev/null", IOTPIPE_SOURCE_DIR, pg_dir, pg_port)){
-		fprintf(stderr, "test_pgreg: could not start PostgreSQL; live tests skipped\n");
-		pg_dir[0] = '\0';
-		return 0;
-	}
-	snprintf(pg_base, sizeof(pg_base), "host=127.0.0.1 port=%d user=postgres", pg_port);
-	return 0;
-}
-
-static int live_teardown(void **state)
-{
-	(void)state;
-	if(pg_dir[0]){
-		run_cmd("bash '%s/ci/pg.sh' stop %s >/dev/null", IOTPIPE_SOURCE_DIR, pg_dir);
-		run_cmd("rm -rf %s", pg_dir);
-	}
-	return 0;
-}
-
-static void sql(PGconn *c, const char *q)
-{
-	PGresult *r = PQexec(c, q);
-	if(PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK){
-		fail_msg("%s: %s", q, PQresultErrorMessage(r));
-	}
-	PQclear(r);
-}
 
 /* a fresh database with the schema; its conninfo into out */
 static PGconn *new_db(char *out, size_t cap)
