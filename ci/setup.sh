@@ -9,7 +9,7 @@ set -euo pipefail
 APT_PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev valgrind
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
-  librdkafka-dev libcjson-dev uthash-dev libxxhash-dev libisal-dev libcmocka-dev
+  librdkafka-dev libcjson-dev libyajl-dev uthash-dev libxxhash-dev libisal-dev libcmocka-dev
   libpq-dev postgresql-15 postgresql-client-15
   kcat maven
   gnuplot-nox   # /usr/bin/gnuplot without the Qt/X11 stack that plain 'gnuplot' drags in

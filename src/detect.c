@@ -108,8 +108,10 @@ void det_observe(struct det_state *s, const struct det_params *p, double value, 
 	z = (value - s->mean) / det_scale(s);
 	/* readings near DBL_MAX apart overflow; records cannot carry an infinity */
 	if(!isfinite(z)) z = copysign(DBL_MAX, value - s->mean);
-	r->zscore = z;
 	r->is_anomaly = fabs(z) > limit;
+	/* reported to 4 decimals: the digits past that are noise, and short numbers are cheap to print */
+	if(fabs(z) < 1e12) z = round(z * 1e4) / 1e4;
+	r->zscore = z;
 
 	if(r->is_anomaly){
 		if(!s->z_firing){

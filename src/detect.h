@@ -47,7 +47,7 @@ struct det_state {
 
 struct det_result {
 	bool is_anomaly;
-	double zscore;              /* NAN before z_min_samples */
+	double zscore;              /* NAN before z_min_samples; rounded to 4 decimals */
 	size_t n_alerts;
 	struct ip_alert alerts[2];  /* threshold first, then z-score */
 };

@@ -1,0 +1,145 @@
+/* Unit tests of record.c: the outbox encoding and the JSON every sink and tool prints. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "record.h"
+
+static struct outrec enriched(void)
+{
+	return (struct outrec){.kind = REC_ENRICHED, .id = 0x00a1b2c3d4e5f607ULL, .device_id = "dev-1",
+		.sensor_id = "temp", .value = 21.37, .unit = "celsius", .ts_ms = 1764150000123, .location = "hall \"A\"\n",
+		.zone = "north", .device_type = "thermo", .score = -0.5001};
+}
+
+/* r as JSON, parsed back by another library */
+static cJSON *round_trip(const struct outrec *r, char *buf, size_t cap)
+{
+	size_t n = outrec_to_json(r, buf, cap);
+	assert_true(n > 0);
+	assert_int_equal(strlen(buf), n);
+	cJSON *o = cJSON_Parse(buf);
+	if(!o) fail_msg("not JSON: %s", buf);
+	return o;
+}
+
+static void test_encode_decode(void **state)
+{
+	(void)state;
+	struct outrec r = enriched(), d;
+	r.flags = OUT_ANOMALY | OUT_HAS_THRESHOLD;
+	r.limit = 30;
+	uint8_t buf[1024];
+	size_t n = outrec_encode(&r, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_true(outrec_decode(REC_ENRICHED, buf, n, &d));
+	assert_true(d.id == r.id && d.value == r.value && d.ts_ms == r.ts_ms && d.flags == r.flags);
+	assert_string_equal(d.location, r.location);
+	assert_null(d.topic);
+	assert_false(outrec_decode(REC_ALERT, buf, n, &d));       /* wrong kind */
+	assert_false(outrec_decode(REC_ENRICHED, buf, n - 1, &d));  /* cut short */
+	assert_int_equal(outrec_encode(&r, buf, 40), 0);            /* no room */
+}
+
+static void test_enriched_json(void **state)
+{
+	(void)state;
+	struct outrec r = enriched();
+	char buf[1024];
+	cJSON *o = round_trip(&r, buf, sizeof(buf));
+	assert_string_equal(cJSON_GetObjectItem(o, "id")->valuestring, "00a1b2c3d4e5f607");
+	assert_string_equal(cJSON_GetObjectItem(o, "location")->valuestring, "hall \"A\"\n");
+	assert_true(cJSON_GetObjectItem(o, "value")->valuedouble == 21.37);
+	assert_true(cJSON_GetObjectItem(o, "ts")->valuedouble == 1764150000123.0);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItem(o, "isAnomaly")));
+	assert_null(cJSON_GetObjectItem(o, "threshold"));
+	/* the shortest form, not a 17-digit one */
+	assert_non_null(strstr(buf, "\"value\":21.37,"));
+	assert_non_null(strstr(buf, "\"zscore\":-0.5001}"));
+	cJSON_Delete(o);
+	/* a NAN z-score (still warming up) is left out rather than printed as invalid JSON */
+	r.score = NAN;
+	o = round_trip(&r, buf, sizeof(buf));
+	assert_null(cJSON_GetObjectItem(o, "zscore"));
+	cJSON_Delete(o);
+}
+
+/* every double reads back as itself, short or long */
+static void test_numbers_round_trip(void **state)
+{
+	(void)state;
+	const double fixed[] = {0.0, -0.0, 0.1, -0.5, 1e-7, 123456.789, 9007199254740993.0, 1e21, -1e-300,
+		5e-324, 1.7976931348623157e308, 0.30000000000000004, 2.5e15, 3.14159265358979};
+	struct outrec r = {.kind = REC_ALERT, .device_id = "d", .sensor_id = "s"};
+	char buf[1024];
+	srand(7);
+	for(int i = 0; i < 20000; i++){
+		double v;
+		if(i < (int)(sizeof(fixed) / sizeof(fixed[0]))) v = fixed[i];
+		else if(i % 2) v = (double)(rand() % 2000000 - 1000000) / pow(10, rand() % 7);   /* sensor-like */
+		else{
+			uint64_t bits = ((uint64_t)rand() << 42) ^ ((uint64_t)rand() << 21) ^ (uint64_t)rand();
+			memcpy(&v, &bits, sizeof(v));
+			if(!isfinite(v)) continue;
+		}
+		r.value = v;
+		assert_true(outrec_to_json(&r, buf, sizeof(buf)) > 0);
+		const char *p = strstr(buf, "\"value\":");
+		assert_non_null(p);
+		double back = strtod(p + 8, NULL);
+		if(memcmp(&back, &v, sizeof(v)) != 0) fail_msg("%.17g printed as %s", v, p + 8);
+	}
+}
+
+static void test_quarantine_payloads(void **state)
+{
+	(void)state;
+	char buf[1024];
+	static const uint8_t text[] = "{\"bad\":\t1}";
+	struct outrec r = {.kind = REC_QUARANTINE, .reason = 1, .topic = "t/x", .client_id = "c", .username = "",
+		.payload = text, .payload_len = sizeof(text) - 1, .arrival_ms = 5};
+	cJSON *o = round_trip(&r, buf, sizeof(buf));
+	assert_string_equal(cJSON_GetObjectItem(o, "payload")->valuestring, (const char *)text);
+	cJSON_Delete(o);
+	/* not UTF-8 (and a NUL): hex */
+	static const uint8_t bin[] = {0xff, 0x00, 0x41};
+	r.payload = bin;
+	r.payload_len = sizeof(bin);
+	o = round_trip(&r, buf, sizeof(buf));
+	assert_null(cJSON_GetObjectItem(o, "payload"));
+	assert_string_equal(cJSON_GetObjectItem(o, "payloadHex")->valuestring, "ff0041");
+	cJSON_Delete(o);
+}
+
+static void test_no_room(void **state)
+{
+	(void)state;
+	struct outrec r = enriched();
+	char buf[1024];
+	size_t n = outrec_to_json(&r, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(outrec_to_json(&r, buf, n), 0);   /* no byte left for the NUL */
+	assert_int_equal(outrec_to_json(&r, buf, n + 1), n);
+	assert_int_equal(outrec_to_json(&r, buf, 0), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_encode_decode),
+		cmocka_unit_test(test_enriched_json),
+		cmocka_unit_test(test_numbers_round_trip),
+		cmocka_unit_test(test_quarantine_payloads),
+		cmocka_unit_test(test_no_room),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
