@@ -266,7 +266,7 @@ bool config_parse(const struct config_kv *kv, size_t n, struct config *cfg, char
 		snprintf(err, errlen, "plugin_opt_kafka.%s: Kafka properties given but no plugin_opt_kafka_brokers", cfg->kafka_props[0].key);
 		goto failed;
 	}
-	if(cfg->file_sink_dir && cfg->file_sink_dir[0] != '/'){
+	if(cfg->file_sink_dir && cfg->file_sink_dir[0] != '/' && strcmp(cfg->file_sink_dir, "off") != 0){
 		snprintf(err, errlen, "plugin_opt_file_sink_dir: \"%s\" is not an absolute path", cfg->file_sink_dir);
 		goto failed;
 	}
@@ -316,7 +316,7 @@ static bool ensure_dir(const char *opt, const char *dir, char *err, size_t errle
 bool config_check_dirs(const struct config *cfg, char *err, size_t errlen)
 {
 	if(!ensure_dir("journal_dir", cfg->journal_dir, err, errlen)) return false;
-	if(cfg->file_sink_dir && !ensure_dir("file_sink_dir", cfg->file_sink_dir, err, errlen)) return false;
+	if(cfg->file_sink_dir && cfg->file_sink_dir[0] == '/' && !ensure_dir("file_sink_dir", cfg->file_sink_dir, err, errlen)) return false;
 	return true;
 }
 

@@ -88,20 +88,21 @@ struct pipeline *pipeline_start(struct config *cfg, char *err, size_t errlen)
 	}
 
 	/* Each sink reads the outbox with its own cursor. The file sink is the embedded default: on when
-	 * file_sink_dir is set or no other sink is, then under journal_dir/out. */
+	 * file_sink_dir is set or no other sink is, then under journal_dir/out; "off" turns it off even
+	 * then (the outbox then has no reader and keeps nothing: alerts still go out over MQTT). */
 	const char *out_readers[JOURNAL_MAX_READERS] = {NULL};
 	size_t nr = 0;
 	if(p->cfg.kafka_brokers) out_readers[nr++] = "kafka";
 	if(p->cfg.pg_conninfo) out_readers[nr++] = "pg";
-	if(p->cfg.file_sink_dir){
-		p->file_dir = strdup(p->cfg.file_sink_dir);
-	}else if(nr == 0 && (p->file_dir = malloc(strlen(p->cfg.journal_dir) + 8))){
-		sprintf(p->file_dir, "%s/out", p->cfg.journal_dir);
-	}
-	if(p->file_dir) out_readers[nr++] = "file";
-	if(nr == 0){
-		snprintf(err, errlen, "out of memory");
-		goto failed;
+	const char *fs = p->cfg.file_sink_dir;
+	if(fs ? strcmp(fs, "off") != 0 : nr == 0){
+		p->file_dir = fs ? strdup(fs) : malloc(strlen(p->cfg.journal_dir) + 8);
+		if(!p->file_dir){
+			snprintf(err, errlen, "out of memory");
+			goto failed;
+		}
+		if(!fs) sprintf(p->file_dir, "%s/out", p->cfg.journal_dir);
+		out_readers[nr++] = "file";
 	}
 	/* Outbox full under reject: the processor waits and the ingest journal applies the policy. */
 	p->outbox = open_journal(p, "outbox", p->cfg.journal_max_bytes - p->cfg.journal_max_bytes / 4,

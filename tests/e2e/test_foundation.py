@@ -247,6 +247,26 @@ def test_subscriber_receives_every_message_in_order(broker_factory, mqtt_factory
     assert len(broker.lines("enriched")) == n - bad
 
 
+def test_file_sink_off_runs_without_any_sink(broker_factory, mqtt_factory, stats_factory):
+    """file_sink_dir off with no other sink: the pipeline still processes (alerts go out over MQTT)
+    and the outbox, with no reader, keeps nothing."""
+    n = 20_000
+    broker = broker_factory({"file_sink_dir": "off", "unknown_devices": "accept"}).start()
+    stats = stats_factory(broker)
+    pub = mqtt_factory(broker, max_inflight=200)
+    base = now_ms() - 60_000
+    mids = [pub.publish(TELEMETRY.format(f"o{i % 8}"), reading(i % 50, base + i)).mid for i in range(n)]
+    assert all(rc == 0 for rc in pub.wait_acks(mids))
+    s = stats.wait(lambda s: s["processed"] >= n, what=f"{n} processed")
+    assert s["readings"] == n and s["quarantined"] == 0 and s["rejected_full"] == 0
+    assert set(s["outbox"]) == {"next_lsn", "bytes", "segments", "rejected", "stalls"}, s["outbox"]   # no reader
+    # about 6 MB of enriched records went through the outbox; its segments are collected as they fill
+    assert s["outbox"]["next_lsn"] > n and s["outbox"]["segments"] <= 3, s["outbox"]
+    assert not broker.out_dir.exists()
+    assert broker.stop() == 0
+    assert broker.journal("outbox", cursors_only=True).cursors == {}
+
+
 # ---- clean shutdown and restart ----
 
 def _publish_and_stop(broker, mqtt_factory, n):

@@ -196,10 +196,23 @@ static void test_readme_lists_every_option(void **state)
 	}
 }
 
+/* "off" is the one file_sink_dir that is not a path (pipeline.c then starts no file sink) */
+static void test_file_sink_off(void **state)
+{
+	(void)state;
+	struct config cfg;
+	char err[512];
+	struct config_kv kv[] = {{"file_sink_dir", "off"}};
+	assert_true(config_parse(kv, 1, &cfg, err, sizeof(err)));
+	assert_string_equal(cfg.file_sink_dir, "off");
+	config_free(&cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_file_sink_off),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_kafka_properties),
