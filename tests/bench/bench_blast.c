@@ -1,8 +1,10 @@
-/* An MQTT 3.1.1 QoS 0 publisher that costs the machine as little as possible, so that the broker is
- * what a benchmark measures: each connection writes pre-encoded PUBLISH packets in 64 KiB writes,
- * then one QoS 1 PUBLISH as a fence. MQTT keeps a connection's order, so the fence's PUBACK means
- * the broker has handled every message before it: the rate is what the broker absorbed.
- *   usage: bench_blast PORT MESSAGES [CONNECTIONS] [DEVICES] */
+/* An MQTT 3.1.1 publisher that costs the machine as little as possible, so that the broker is what a
+ * benchmark measures: each connection writes pre-encoded PUBLISH packets in 64 KiB writes.
+ * QoS 0: then one QoS 1 PUBLISH as a fence. MQTT keeps a connection's order, so the fence's PUBACK
+ * means the broker has handled every message before it: the rate is what the broker absorbed.
+ * QoS 1: a second thread per connection reads the PUBACKs, and the clock stops at the last one (TCP's
+ * flow control is the only window; the broker acknowledges as it reads).
+ *   usage: bench_blast PORT MESSAGES [CONNECTIONS] [DEVICES] [QOS] */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,10 +19,10 @@
 #include <unistd.h>
 
 struct conn {
-	int port, index, devices;
+	int port, index, devices, qos, fd;
 	long count;
-	int ok;
-	pthread_t thread;
+	int ok, acks_ok;
+	pthread_t thread, acker;
 };
 
 static size_t put_remaining(uint8_t *p, size_t n)
@@ -75,6 +77,29 @@ static bool read_n(int fd, uint8_t *p, size_t n)
 	return true;
 }
 
+/* QoS 1: every PUBACK of the connection (the writer may still be writing) */
+static void *acker_main(void *arg)
+{
+	struct conn *c = arg;
+	static __thread uint8_t buf[1 << 16];
+	size_t have = 0;
+	long acked = 0;
+	while(acked < c->count){
+		ssize_t r = read(c->fd, buf + have, sizeof(buf) - have);
+		if(r <= 0) return NULL;
+		have += (size_t)r;
+		size_t k = 0;
+		for(; have - k >= 4; k += 4){
+			if(buf[k] != 0x40 || buf[k + 1] != 2) return NULL;
+			acked++;
+		}
+		memmove(buf, buf + k, have - k);
+		have -= k;
+	}
+	c->acks_ok = 1;
+	return NULL;
+}
+
 static void *conn_main(void *arg)
 {
 	struct conn *c = arg;
@@ -99,6 +124,8 @@ static void *conn_main(void *arg)
 	k += (size_t)cl;
 	uint8_t ack[4];
 	if(!write_all(fd, pkt, k) || !read_n(fd, ack, 4) || ack[0] != 0x20 || ack[3] != 0) return NULL;
+	c->fd = fd;
+	if(c->qos && pthread_create(&c->acker, NULL, acker_main, c)) return NULL;
 
 	static __thread uint8_t buf[1 << 16];
 	size_t used = 0;
@@ -115,10 +142,16 @@ static void *conn_main(void *arg)
 			if(!write_all(fd, buf, used)) return NULL;
 			used = 0;
 		}
-		used += publish_packet(buf + used, topic, payload, 0, 0);
+		used += publish_packet(buf + used, topic, payload, c->qos, (uint16_t)(i % 65535 + 1));
 	}
-	used += publish_packet(buf + used, "bench/fence", "", 1, 1);
-	if(!write_all(fd, buf, used) || !read_n(fd, ack, 4) || ack[0] != 0x40) return NULL;
+	if(c->qos){
+		if(!write_all(fd, buf, used)) return NULL;
+		pthread_join(c->acker, NULL);
+		if(!c->acks_ok) return NULL;
+	}else{
+		used += publish_packet(buf + used, "bench/fence", "", 1, 1);
+		if(!write_all(fd, buf, used) || !read_n(fd, ack, 4) || ack[0] != 0x40) return NULL;
+	}
 	static const uint8_t disc[] = {0xE0, 0};
 	write_all(fd, disc, 2);
 	close(fd);
@@ -129,16 +162,17 @@ static void *conn_main(void *arg)
 int main(int argc, char **argv)
 {
 	if(argc < 3){
-		fprintf(stderr, "usage: bench_blast PORT MESSAGES [CONNECTIONS] [DEVICES]\n");
+		fprintf(stderr, "usage: bench_blast PORT MESSAGES [CONNECTIONS] [DEVICES] [QOS]\n");
 		return 2;
 	}
 	int port = atoi(argv[1]), nconn = argc > 3 ? atoi(argv[3]) : 2, devices = argc > 4 ? atoi(argv[4]) : 1000;
+	int qos = argc > 5 ? atoi(argv[5]) : 0;
 	long total = atol(argv[2]);
 	struct conn *c = calloc((size_t)nconn, sizeof(*c));
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for(int i = 0; i < nconn; i++){
-		c[i] = (struct conn){.port = port, .index = i, .count = total / nconn, .devices = devices / nconn};
+		c[i] = (struct conn){.port = port, .index = i, .count = total / nconn, .devices = devices / nconn, .qos = qos};
 		pthread_create(&c[i].thread, NULL, conn_main, &c[i]);
 	}
 	int ok = 1;

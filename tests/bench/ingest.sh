@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Broker ingest rate, QoS 0 (or $QOS), with no plugin vs with iotpipe capturing every message, in one
-# run on one machine: the brokers take turns, each figure is the median of $RUNS runs, and the
-# ratio is of the medians. Prints one markdown table row per configuration.
-#   usage: tests/bench/ingest.sh BUILD_DIR [messages]
+# Broker ingest rate, QoS 0 and QoS 1, three brokers in one run on one machine:
+#   plain    Debian's mosquitto, no plugin
+#   capture  iotpipe capturing every message and processing it, no sink (file_sink_dir off)
+#   file     iotpipe with its default file sink (NDJSON)
+# The publisher is bench_blast (pre-encoded packets, 2 connections, 1000 devices). The brokers
+# take turns; each figure is the median of $RUNS runs with the range, and the ratios are of the
+# medians. Prints markdown rows for BENCHMARKS.md.
+#   usage: tests/bench/ingest.sh BUILD_DIR [QoS 0 messages] [QoS 1 messages]
 set -euo pipefail
 build=$(cd "${1:?build dir}" && pwd)
-n=${2:-400000}
+n0=${2:-1000000}
+n1=${3:-400000}
 runs=${RUNS:-5}
-qos=0
 work=$(mktemp -d /tmp/iotpipe-bench-ingest-XXXXXX)
 chown mosquitto "$work"
 trap 'pkill -f "mosquitto -c $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-conf() {  # name port [plugin options...]
-  local name=$1 port=$2; shift 2
-  { echo "listener $port 127.0.0.1"; echo "allow_anonymous true"
+declare -A port=([plain]=18901 [capture]=18902 [file]=18903)
+conf() {  # name [plugin options...]
+  local name=$1; shift
+  { echo "listener ${port[$name]} 127.0.0.1"; echo "allow_anonymous true"
     if [ "$name" != plain ]; then
       echo "plugin $build/mosquitto_iotpipe.so"
       echo "plugin_opt_journal_dir $work/$name"
@@ -23,24 +28,34 @@ conf() {  # name port [plugin options...]
       for o in "$@"; do echo "plugin_opt_$o"; done
     fi; } >"$work/$name.conf"
 }
-conf plain 18901
-conf plugin 18902
-declare -A rates
-for r in $(seq "$runs"); do
-  for name in plain plugin; do
-    port=$([ $name = plain ] && echo 18901 || echo 18902)
-    rm -rf "${work:?}/$name"
-    mosquitto -c "$work/$name.conf" >"$work/$name.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 50); do mosquitto_pub -p "$port" -t x -n 2>/dev/null && break; sleep 0.1; done
-    out=$("$build/tests/bench_blast" "$port" "$n" 2 1000)
-    rate=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' <<<"$out")
-    rates[$name]+="$rate "
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-  done
-done
+conf plain
+conf capture "file_sink_dir off"
+conf file
+
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 spread() { tr ' ' '\n' | grep . | sort -n | awk 'NR==1{lo=$1} {hi=$1} END {print lo "–" hi}'; }
-mp=$(median <<<"${rates[plain]}"); mq=$(median <<<"${rates[plugin]}")
-echo "| QoS $qos ingest, no plugin | $mp msg/s | $(spread <<<"${rates[plain]}") | |"
-echo "| QoS $qos ingest, iotpipe capturing every message (file sink on) | $mq msg/s | $(spread <<<"${rates[plugin]}") | ratio $(awk -v a="$mq" -v b="$mp" 'BEGIN{printf "%.2f", a/b}') |"
+
+for qos in 0 1; do
+  n=$([ $qos = 0 ] && echo "$n0" || echo "$n1")
+  declare -A rates=()
+  for _ in $(seq "$runs"); do
+    for name in plain capture file; do
+      rm -rf "${work:?}/$name"
+      mosquitto -c "$work/$name.conf" >"$work/$name.log" 2>&1 &
+      pid=$!
+      for _ in $(seq 50); do mosquitto_pub -p "${port[$name]}" -t x -n 2>/dev/null && break; sleep 0.1; done
+      out=$("$build/tests/bench_blast" "${port[$name]}" "$n" 2 1000 "$qos")
+      rates[$name]+="$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' <<<"$out") "
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+  done
+  mp=$(median <<<"${rates[plain]}")
+  echo "| QoS $qos ingest, no plugin ($n messages) | $mp msg/s | $(spread <<<"${rates[plain]}") | |"
+  for name in capture file; do
+    what=$([ $name = capture ] && echo "iotpipe capturing and processing, no sink (file_sink_dir off)" \
+                               || echo "iotpipe with the file sink")
+    m=$(median <<<"${rates[$name]}")
+    echo "| QoS $qos ingest, $what | $m msg/s | $(spread <<<"${rates[$name]}") | ratio $(awk -v a="$m" -v b="$mp" 'BEGIN{printf "%.2f", a/b}') |"
+  done
+  unset rates
+done
