@@ -101,11 +101,14 @@ static void topic_for(const struct opts *o, const char *dev, char *out, size_t c
 	else snprintf(out, cap, "%.*s%s%s", (int)(ph - o->topic), o->topic, dev, ph + 10);
 }
 
-/* a plausible temperature: daily cycle, slow drift per device, noise; sometimes a spike */
+/* a plausible temperature: daily cycle, a per-device offset, a slow drift (a period of hours that
+ * differs per device), noise; sometimes a spike */
 static double signal(struct conn *c, int dev, int64_t ts_ms, bool *spike)
 {
 	double day = 2 * M_PI * (double)(ts_ms % 86400000) / 86400000.0;
-	double v = 20.0 + 3.0 * sin(day) + 0.5 * sin(dev * 0.7) + (rng_unit(&c->rng) - 0.5) * 0.4;
+	double drift_period_ms = 3600000.0 * (2 + dev % 5);
+	double drift = 0.8 * sin(2 * M_PI * fmod((double)ts_ms, drift_period_ms) / drift_period_ms + dev);
+	double v = 20.0 + 3.0 * sin(day) + 0.5 * sin(dev * 0.7) + drift + (rng_unit(&c->rng) - 0.5) * 0.4;
 	*spike = c->o->spike_rate > 0 && rng_unit(&c->rng) < c->o->spike_rate;
 	if(*spike) v += 15.0 + 10.0 * rng_unit(&c->rng);
 	return v;
@@ -273,6 +276,7 @@ static void usage(FILE *f)
 		"  -n, --count N           messages in all, then stop\n"
 		"  -t, --duration S        seconds, then stop (default 10 when no count)\n"
 		"  -r, --rate R            messages per second in all (default: as fast as the broker takes them)\n"
+		"      --device-rate R     messages per second per device (the total is R x devices)\n"
 		"  -q, --qos 0|1           (default 1)\n"
 		"  -w, --window N          messages in flight per connection (default 1000)\n"
 		"  -f, --format F          ref | multi | senml (default ref)\n"
@@ -301,9 +305,11 @@ int main(int argc, char **argv)
 		{"spike", required_argument, NULL, 3}, {"topic", required_argument, NULL, 4},
 		{"prefix", required_argument, NULL, 5}, {"registry", required_argument, NULL, 6},
 		{"quiet", no_argument, NULL, 7}, {"threshold", required_argument, NULL, 8},
+		{"device-rate", required_argument, NULL, 9},
 		{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
 	};
 	int ch;
+	double device_rate = 0;
 	while((ch = getopt_long(argc, argv, "H:p:d:c:n:t:r:q:w:f:h", longopts, NULL)) != -1){
 		switch(ch){
 		case 'H': o.host = optarg; break;
@@ -329,10 +335,12 @@ int main(int argc, char **argv)
 		case 6: o.registry = optarg; break;
 		case 7: o.quiet = true; break;
 		case 8: o.threshold = atof(optarg); break;
+		case 9: device_rate = atof(optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
+	if(device_rate > 0) o.rate = device_rate * o.devices;
 	if(o.connections < 1 || o.devices < o.connections || o.qos < 0 || o.qos > 1 || o.window < 1){
 		fprintf(stderr, "iotpipe-sim: need devices >= connections >= 1, qos 0 or 1, window >= 1\n");
 		return 2;
