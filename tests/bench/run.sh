@@ -1,47 +1,67 @@
 #!/usr/bin/env bash
-# The foundation and processing benchmarks: prints markdown rows for BENCHMARKS.md. The sinks have
-# their own: tests/bench/kafka.sh and tests/bench/pg.sh.
-#   usage: tests/bench/run.sh [BUILD_DIR]      (default build/plain; run ci/build.sh plain first)
-# Instruction counts come from callgrind (repeatable whatever the machine is doing); times are
-# per-thread CPU time, median of 5 runs with the range; the ingest ratio is measured in one run.
+# Runs every benchmark and writes its tables into BENCHMARKS.md and its plots into docs/benchmarks/.
+# Each table in BENCHMARKS.md sits between "<!-- bench:NAME -->" and "<!-- /bench -->"; only those
+# blocks are rewritten, the prose around them is left alone (read it against the new figures).
+#   usage: tests/bench/run.sh [NAME...]    (default: all, in this order; about 40 minutes)
+#     machine   the machine the figures come from
+#     micro     per-message costs: main thread, processor, series memory (tests/bench/micro.sh)
+#     ingest    QoS 0 and 1 ingest: no plugin vs capture only vs file sink (tests/bench/ingest.sh)
+#     kafka     Kafka sink vs a raw librdkafka producer (tests/bench/kafka.sh)
+#     pg        PostgreSQL sink vs a raw binary COPY (tests/bench/pg.sh)
+#     sustained the highest end-to-end rate held for 60 s with Kafka and PostgreSQL, reconciled
+#     latency   publish -> MQTT alert / Kafka / PostgreSQL at half that rate
+#     catchup   PostgreSQL stopped for 60 s under load, then the drain
+#     memory    plugin memory per active series, 10k / 100k / 1M series
+#   (the last four: tests/bench/pipeline.py; run it with --help for its options)
+# Builds build/plain first. Run it on an otherwise idle machine: the figures are only as quiet as it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-build=$(cd "${1:-build/plain}" && pwd)
-tmp=$(mktemp -d /tmp/iotpipe-bench-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+bash ci/build.sh plain >/dev/null
+build=build/plain
+out=$(mktemp -d /tmp/iotpipe-bench-run-XXXXXX)
+trap 'rm -rf "$out"' EXIT
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(machine micro ingest kafka pg sustained latency catchup memory)
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-range() { sort -n | awk 'NR==1{lo=$1} {hi=$1} END {print lo "–" hi}'; }
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
-
-# instructions inside the functions named in $2 (space separated) per iteration, from a callgrind run
-# of "$3..." doing $1 iterations
-instr_per() {
-	local n=$1 toggles=()
-	for fn in $2; do toggles+=(--toggle-collect="$fn"); done
-	shift 2
-	valgrind --tool=callgrind "${toggles[@]}" --callgrind-out-file="$tmp/cg.out" "$@" >/dev/null 2>"$tmp/cg.log"
-	local total
-	total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/cg.log")
-	awk -v t="$total" -v n="$n" 'BEGIN{printf "%.0f", t / n}'
+machine() {
+  local cpu mem
+  cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)
+  mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+  echo "| cores | memory | CPU | kernel | OS | mosquitto | measured |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "| $(nproc) | $mem | $cpu | $(uname -r) | $(. /etc/os-release && echo "$PRETTY_NAME") |" \
+       "$(dpkg-query -W -f='${Version}' mosquitto) | $(date -u +%Y-%m-%d) |"
 }
 
-echo "| what | figure | range / note | goal |"
-echo "|---|---|---|---|"
+# The rate the sustained run held, for the latency run at half of it
+held_rate() { sed -n 's/.*<!-- held=\([0-9]*\) -->.*/\1/p' BENCHMARKS.md | head -n 1; }
 
-n=200000
-ir=$(instr_per $n "pipeline_captures pipeline_capture" "$build/tests/bench_capture" $n)
-for _ in 1 2 3 4 5; do "$build/tests/bench_capture" 1000000 | field cpu_ns_per_capture; done >"$tmp/cap"
-echo "| main thread per captured message (topic match, capture header, journal append) | $(median <"$tmp/cap") ns CPU, $ir instructions | $(range <"$tmp/cap") ns | ≤ 0.3 µs |"
+run() {
+  case "$1" in
+    machine)   machine ;;
+    micro)     tests/bench/micro.sh "$build" ;;
+    ingest)    tests/bench/ingest.sh "$build" 1000000 400000 ;;
+    kafka)     RUNS=5 tests/bench/kafka.sh "$build" 300000 ;;
+    pg)        tests/bench/pg.sh "$build" 300000 ;;
+    sustained) python3 tests/bench/pipeline.py sustained --build "$build" ;;
+    latency)   python3 tests/bench/pipeline.py latency --build "$build" --rate $(( $(held_rate) / 2 )) ;;
+    catchup)   python3 tests/bench/pipeline.py catchup --build "$build" --rate $(( $(held_rate) / 2 )) ;;
+    memory)    python3 tests/bench/pipeline.py memory --build "$build" ;;
+    *) echo "tests/bench/run.sh: no benchmark named $1" >&2; exit 2 ;;
+  esac
+}
 
-"$build/iotpipe-sim" --devices 1000 --registry "$tmp/fleet.json"
-n=100000
-ir_all=$(instr_per $n processor_handle "$build/tests/bench_processor" $n "$tmp/fleet.json")
-ir_parse=$(instr_per $n payload_parse "$build/tests/bench_processor" $n "$tmp/fleet.json")
-for _ in 1 2 3 4 5; do "$build/tests/bench_processor" 500000 "$tmp/fleet.json" | field cpu_ns_per_reading; done >"$tmp/proc"
-echo "| processor per reference reading (parse, identify, validate, enrich, detect, window, encode, outbox append) | $(median <"$tmp/proc") ns CPU, $ir_all instructions | $(range <"$tmp/proc") ns | ≤ 1.5 µs |"
-echo "| of which payload_parse (cJSON parse + walk) | $ir_parse instructions | | ≤ 0.5 µs |"
-for s in 10000 100000; do
-	"$build/tests/bench_processor" $((s * 2)) "" "$s" | sed -n "s/.*series=\([0-9]*\) bytes_per_series=\([0-9.]*\).*/| series state with \1 active series | \2 bytes per series | | ≤ 256 |/p"
+for name in "${names[@]}"; do
+  echo "== $name" >&2
+  run "$name" | tee "$out/$name.md"
+  python3 - "$name" "$out/$name.md" <<'EOF'
+import re, sys
+name, table = sys.argv[1], open(sys.argv[2]).read().strip()
+text = open("BENCHMARKS.md").read()
+block = re.compile(r"(<!-- bench:%s -->\n).*?(<!-- /bench -->)" % re.escape(name), re.S)
+if not block.search(text):
+    sys.exit(f"BENCHMARKS.md has no block <!-- bench:{name} -->")
+text = block.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+open("BENCHMARKS.md", "w").write(text)
+EOF
 done
-tests/bench/ingest.sh "$build" 1000000
