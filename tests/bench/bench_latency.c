@@ -5,7 +5,10 @@
  *                 --seconds S [--skip S0] --out PREFIX
  *
  * Each probe given runs in its own thread:
- *   kafka  a consumer (unique group, auto.offset.reset=latest) of devices.enriched;
+ *   kafka  a consumer (unique group, auto.offset.reset=latest) of devices.enriched; it also reports
+ *          kafka_produced, the same records' ts against their CreateTime, which librdkafka stamps when
+ *          the plugin produces them: the plugin's share of the latency, the rest being librdkafka's
+ *          batching, the Kafka broker and the consumer;
  *   mqtt   a client of 127.0.0.1:PORT subscribed to alerts/# (QoS 0);
  *   pg     every 10 ms, one query for the rows of metrics of N sample devices (P000000 .. P(N-1),
  *          6 digits, as iotpipe-sim names them; default 20 devices, prefix "dev-") with a ts after
@@ -26,7 +29,7 @@
  * 0: warm-up, and data older than the run) are ignored. While metrics does not exist yet or the
  * connection is lost, the pg probe retries every 200 ms.
  *
- * Output: one line per probe on stdout, in the order kafka, mqtt, pg,
+ * Output: one line per probe on stdout, in the order kafka, kafka_produced, mqtt, pg,
  *   probe=kafka n=12345 p50_ms=3.1 p99_ms=12.4 p999_ms=20.2 max_ms=31.0
  * (percentiles by nearest rank over every sample; nan when n=0), and PREFIX.<probe>.csv, a histogram:
  * a header "latency_ms,count", then one row per bucket, always the same 10,900 rows: latency_ms is the
@@ -69,7 +72,7 @@ struct probe {
 	uint64_t hist[NBUCKETS];
 };
 
-enum { P_KAFKA, P_MQTT, P_PG, NPROBES };
+enum { P_KAFKA, P_KAFKA_PRODUCED, P_MQTT, P_PG, NPROBES };
 
 /* set before the probe threads start, read-only afterwards */
 static int64_t first_ts_ms = INT64_MAX; /* records with an earlier ts are ignored */
@@ -178,14 +181,18 @@ static void kafka_setup(const char *bootstrap)
 
 static void *kafka_run(void *arg)
 {
-	struct probe *p = arg;
+	struct probe *p = arg, *produced = p + (P_KAFKA_PRODUCED - P_KAFKA);
 	while(mono_us() < deadline_us){
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(kafka, 10);
 		if(!m) continue;
 		int64_t now = wall_us();
 		if(!m->err){
 			int64_t ts = json_ts(m->payload, m->len);
+			rd_kafka_timestamp_type_t tt;
+			int64_t created = rd_kafka_message_timestamp(m, &tt);
 			if(ts >= 0) record(p, ts, now);
+			/* the part of it before librdkafka: the producer stamps CreateTime at produce time */
+			if(ts >= 0 && tt == RD_KAFKA_TIMESTAMP_CREATE_TIME) record(produced, ts, created * 1000);
 		}
 		rd_kafka_message_destroy(m);
 	}
@@ -458,6 +465,7 @@ int main(int argc, char **argv)
 		{"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	static struct probe probes[NPROBES] = {
 		[P_KAFKA] = {.name = "kafka", .run = kafka_run},
+		[P_KAFKA_PRODUCED] = {.name = "kafka_produced"},   /* filled by kafka_run */
 		[P_MQTT] = {.name = "mqtt", .run = mqtt_run},
 		[P_PG] = {.name = "pg", .run = pg_run},
 	};
@@ -483,7 +491,7 @@ int main(int argc, char **argv)
 	if(!seconds || !out) die("--seconds and --out are required (try --help)");
 	if(skip >= seconds) die("--skip must be less than --seconds");
 	if(!bootstrap && !port && !conninfo) die("no probe: give --kafka, --mqtt and/or --pg");
-	probes[P_KAFKA].on = bootstrap;
+	probes[P_KAFKA].on = probes[P_KAFKA_PRODUCED].on = bootstrap;
 	probes[P_MQTT].on = port;
 	probes[P_PG].on = conninfo;
 
@@ -496,12 +504,12 @@ int main(int argc, char **argv)
 	deadline_us = mono_us() + (int64_t)(seconds * 1e6);
 	fprintf(stderr, "bench_latency: ready\n");
 	for(int i = 0; i < NPROBES; i++){
-		if(probes[i].on && pthread_create(&probes[i].thread, NULL, probes[i].run, &probes[i])) die("pthread_create failed");
+		if(probes[i].on && probes[i].run && pthread_create(&probes[i].thread, NULL, probes[i].run, &probes[i])) die("pthread_create failed");
 	}
 	bool ok = true;
 	for(int i = 0; i < NPROBES; i++){
 		if(!probes[i].on) continue;
-		pthread_join(probes[i].thread, NULL);
+		if(probes[i].run) pthread_join(probes[i].thread, NULL);
 		ok = report(&probes[i], out) && ok;
 		free(probes[i].v);
 	}

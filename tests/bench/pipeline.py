@@ -433,6 +433,44 @@ class PipelineRun:
         return out
 
 
+# ---- where the CPU goes ----
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PLUGIN_THREADS = {"mosquitto": "broker thread (mosquitto + capture)", "iotpipe-proc": "plugin: processor",
+                  "iotpipe-kafka": "plugin: Kafka sink thread", "iotpipe-pg": "plugin: PostgreSQL sink thread"}
+
+
+def _stat_cpu(path):
+    """(comm, CPU seconds) of /proc/.../stat"""
+    text = Path(path).read_text()
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    f = text[text.rindex(")") + 2:].split()
+    return comm, (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def cpu_by_component(broker_pid, sim_pid, kafka_pid):
+    """CPU seconds used so far, by component: the broker's threads by name, the simulator, the Kafka
+    JVM and every PostgreSQL process."""
+    out = {}
+    def add(k, v):
+        out[k] = out.get(k, 0.0) + v
+    for task in Path(f"/proc/{broker_pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            comm, s = _stat_cpu(task / "stat")
+            add(PLUGIN_THREADS.get(comm, "librdkafka threads" if comm.startswith("rdk:") else "plugin: other threads"), s)
+    for name, pid in (("iotpipe-sim (load generator)", sim_pid), ("Kafka broker (JVM)", kafka_pid)):
+        with contextlib.suppress(OSError, TypeError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                add(name, _stat_cpu(task / "stat")[1])
+    pg_uid = pwd.getpwnam("postgres").pw_uid
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if p.stat().st_uid == pg_uid:
+                    add("PostgreSQL (all backends)", _stat_cpu(p / "stat")[1])
+    return out
+
+
 def write_csv(path, rows):
     keys = list(rows[0]) if rows else ["t"]
     path.write_text(",".join(keys) + "\n" + "".join(",".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k])
@@ -495,15 +533,22 @@ def cmd_sustained(bench, a):
     runs = []
     for i in range(1, a.runs + 1):
         with PipelineRun(bench, f"sustained-{i}", reg) as run:
+            kafka_pid = int((bench.kafka.dir / "kafka.pid").read_text())
             sim = run.load(held, a.seconds)
+            cpu0 = cpu_by_component(run.broker.proc.pid, sim.proc.pid, kafka_pid)
+            cpu1 = None
+            while sim.proc.poll() is None:   # the last look before the simulator exits
+                cpu1, t1 = cpu_by_component(run.broker.proc.pid, sim.proc.pid, kafka_pid), time.monotonic()
+                time.sleep(0.5)
             res = sim.wait(a.seconds + 300)
+            cpu = {k: (cpu1.get(k, 0) - v, t1 - sim.t0) for k, v in cpu0.items()} if cpu1 else {}
             drained_ok = bool(run.drain(sim.t1))
             rec = dict(run.reconcile(res["acked"]), drained=drained_ok)
             tl = run.timeline(sim.t0)
             write_csv(bench.work / f"sustained-{i}.csv", tl)
             ok, why = judge(tl, held, a.seconds, res["achieved"])
             load = [p for p in tl if p["t"] <= sim.t1 - sim.t0]
-            runs.append(dict(rec, held=ok, why=why, rate=res["achieved"], sim_rate=res["rate"],
+            runs.append(dict(rec, held=ok, why=why, rate=res["achieved"], sim_rate=res["rate"], cpu=cpu,
                              max_backlog=max((p["backlog"] for p in tl), default=0),
                              kafka_rate=statistics.mean(p["kafka"] for p in load) if load else 0,
                              pg_rate=statistics.mean(p["pg"] for p in load) if load else 0))
@@ -517,6 +562,18 @@ def cmd_sustained(bench, a):
         f"{spread(kr)}; {spread(pr)}")
     mb = [r["max_backlog"] for r in runs]
     row(f"{what}: max backlog (unprocessed + the slower sink's pending)", f"{med(mb)} records", spread(mb))
+    # where the two cores went during the load: CPU time per message, by component
+    comps = sorted({k for r in runs for k in r["cpu"]}, key=lambda k: -statistics.median(
+        r["cpu"].get(k, (0, 1))[0] for r in runs))
+    per_msg = lambda r, k: r["cpu"].get(k, (0, 1))[0] / max(r["acked"], 1) * 1e6
+    share = lambda r, k: r["cpu"].get(k, (0, 1))[0] / r["cpu"].get(k, (0, 1))[1] * 100
+    for k in comps:
+        xs = [per_msg(r, k) for r in runs]
+        row(f"{what}: CPU per message, {k}", f"{med(xs, '{:.1f}')} µs", spread(xs, "{:.1f}"),
+            f"{med([share(r, k) for r in runs])} % of one core")
+    tot = [sum(per_msg(r, k) for k in comps) for r in runs]
+    row(f"{what}: CPU per message, all of the above", f"{med(tot, '{:.1f}')} µs", spread(tot, "{:.1f}"),
+        f"{med([sum(share(r, k) for k in comps) for r in runs])} % of one core (the machine has {os.cpu_count()} cores)")
     for i, r in enumerate(runs, 1):
         row(f"{what}, run {i}: lost (acked − distinct in Kafka / − rows in PG), Kafka duplicates",
             f"{r['kafka_lost']} / {r['pg_lost']}, dups {r['kafka_dups']}",
@@ -541,6 +598,7 @@ unset multiplot
 PG_DEVICES = 20
 PROBES = {"mqtt": "publish → MQTT alert (subscriber on alerts/#)",
           "kafka": "publish → Kafka record consumed (devices.enriched)",
+          "kafka_produced": "of which publish → produced to librdkafka (the record's CreateTime: the plugin's share)",
           "pg": f"publish → row visible in PostgreSQL `metrics` (polled, {PG_DEVICES} devices)"}
 
 
@@ -686,6 +744,18 @@ def cmd_catchup(bench, a):
             f"{med(bl)} records; {med(dr, '{:.1f}')} s", f"{spread(bl)}; {spread(dr, '{:.1f}')} s")
     else:
         row(f"{what}", "backlog did not drain", "", f"0 of {len(runs)} runs drained")
+    # where the two cores went during the load: CPU time per message, by component
+    comps = sorted({k for r in runs for k in r["cpu"]}, key=lambda k: -statistics.median(
+        r["cpu"].get(k, (0, 1))[0] for r in runs))
+    per_msg = lambda r, k: r["cpu"].get(k, (0, 1))[0] / max(r["acked"], 1) * 1e6
+    share = lambda r, k: r["cpu"].get(k, (0, 1))[0] / r["cpu"].get(k, (0, 1))[1] * 100
+    for k in comps:
+        xs = [per_msg(r, k) for r in runs]
+        row(f"{what}: CPU per message, {k}", f"{med(xs, '{:.1f}')} µs", spread(xs, "{:.1f}"),
+            f"{med([share(r, k) for r in runs])} % of one core")
+    tot = [sum(per_msg(r, k) for k in comps) for r in runs]
+    row(f"{what}: CPU per message, all of the above", f"{med(tot, '{:.1f}')} µs", spread(tot, "{:.1f}"),
+        f"{med([sum(share(r, k) for k in comps) for r in runs])} % of one core (the machine has {os.cpu_count()} cores)")
     for i, r in enumerate(runs, 1):
         row(f"{what}, run {i}: lost (acked − rows in PG / − distinct in Kafka)", f"{r['pg_lost']} / {r['kafka_lost']}",
             f"acked {r['acked']}; PG {r['pg_rows']} rows; Kafka {r['kafka_distinct']} distinct, {r['kafka_dups']} dups",
