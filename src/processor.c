@@ -35,6 +35,10 @@ struct processor {
 	char *state_path;           /* checkpoint file; NULL: no checkpoints */
 	struct ip_reading readings[MAX_READINGS];
 	pthread_t thread;
+	pthread_t ck_thread;        /* syncs the last checkpoint (checkpoint_publish) */
+	bool ck_running;            /* processor thread: ck_thread is to be joined */
+	_Atomic bool ck_done;
+	uint64_t ck_lsn;            /* the ingest LSN the checkpoint being synced reflects */
 	bool started;
 	_Atomic bool stop;
 	bool aborted;               /* stop arrived while waiting for outbox space */
@@ -302,17 +306,54 @@ void processor_handle(struct processor *p, const struct journal_rec *rec)
 	}
 }
 
-/* processor thread: the state and the ingest LSN it reflects go into one file (one rename), then the
- * cursor follows. A crash between the two is resolved at the next start from the file's LSN. */
-static void checkpoint(struct processor *p, uint64_t next_lsn)
+/* checkpoint thread (or the processor's at stop): the written state made durable and renamed into
+ * place, then the ingest cursor follows. A crash between the two is resolved at the next start from
+ * the file's LSN. */
+static void checkpoint_publish(struct processor *p)
 {
 	char err[512];
-	series_set_tag(p->series, next_lsn);
-	if(p->state_path && !series_save(p->series, p->state_path, err, sizeof(err))){
-		ip_log(IP_LOG_ERR, "iotpipe: processor: checkpoint failed: %s", err);
-		return;
+	if(series_publish(p->state_path, err, sizeof(err))) journal_commit(p->d.in, p->ck_lsn);
+	else ip_log(IP_LOG_ERR, "iotpipe: processor: checkpoint failed: %s", err);
+	atomic_store(&p->ck_done, true);
+}
+
+static void *checkpoint_thread(void *arg)
+{
+	thread_background("iotpipe-ckpt");
+	checkpoint_publish(arg);
+	return NULL;
+}
+
+/* processor thread: the state and the ingest LSN it reflects go into one file. The processor writes
+ * it (page cache, quick) and a short-lived thread makes it durable: an fsync can take hundreds of ms
+ * when PostgreSQL and Kafka write on the same disk, and readings must not wait for it. False when
+ * the previous checkpoint is still syncing (try again later); with wait, it waits for that one and
+ * syncs this one itself. */
+static bool checkpoint(struct processor *p, uint64_t next_lsn, bool wait)
+{
+	if(p->ck_running){
+		if(!wait && !atomic_load(&p->ck_done)) return false;
+		pthread_join(p->ck_thread, NULL);
+		p->ck_running = false;
 	}
-	journal_commit(p->d.in, next_lsn);
+	char err[512];
+	series_set_tag(p->series, next_lsn);
+	if(!p->state_path){
+		journal_commit(p->d.in, next_lsn);
+		return true;
+	}
+	if(!series_write(p->series, p->state_path, err, sizeof(err))){
+		ip_log(IP_LOG_ERR, "iotpipe: processor: checkpoint failed: %s", err);
+		return true;    /* at the next one's time, not at once */
+	}
+	p->ck_lsn = next_lsn;
+	atomic_store(&p->ck_done, false);
+	if(!wait && thread_start(&p->ck_thread, checkpoint_thread, p) == 0){
+		p->ck_running = true;
+		return true;
+	}
+	checkpoint_publish(p);
+	return true;
 }
 
 /* processor thread: the ingest journal holds everything since the last checkpoint, so one is due
@@ -355,8 +396,7 @@ static void *processor_main(void *arg)
 		}
 		/* a checkpoint writes every series: with many of them, take it less often (1M series: every 100 s) */
 		int64_t every = CHECKPOINT_MS + (int64_t)(series_count(p->series) / 10);
-		if(done > ck_lsn && (now - last_ck >= every || (n == BATCH && ingest_filling(p)))){
-			checkpoint(p, done);
+		if(done > ck_lsn && (now - last_ck >= every || (n == BATCH && ingest_filling(p))) && checkpoint(p, done, false)){
 			ck_lsn = done;
 			last_ck = now;
 		}
@@ -365,7 +405,9 @@ static void *processor_main(void *arg)
 			journal_wait(p->d.in, 50);
 		}
 	}
-	if(!p->aborted && done > ck_lsn) checkpoint(p, done);
+	if(!p->aborted && done > ck_lsn) checkpoint(p, done, true);
+	if(p->ck_running) pthread_join(p->ck_thread, NULL);
+	p->ck_running = false;
 	return NULL;
 }
 

@@ -596,7 +596,14 @@ static bool series__fsync_dir(const char *path, char *err, size_t errlen)
 	return true;
 }
 
-bool series_save(const struct series_table *t, const char *path, char *err, size_t errlen)
+static bool series__tmp_path(const char *path, char *tmp, size_t cap, char *err, size_t errlen)
+{
+	if(snprintf(tmp, cap, "%s.tmp", path) < (int)cap) return true;
+	series__err(err, errlen, "checkpoint path too long");
+	return false;
+}
+
+bool series_write(const struct series_table *t, const char *path, char *err, size_t errlen)
 {
 	struct ckpt_w w = {.ok = true};
 	char tmp[4096];
@@ -604,10 +611,7 @@ bool series_save(const struct series_table *t, const char *path, char *err, size
 	uint64_t sum;
 	int fd;
 
-	if(snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)){
-		series__err(err, errlen, "checkpoint path too long");
-		return false;
-	}
+	if(!series__tmp_path(path, tmp, sizeof(tmp), err, errlen)) return false;
 	w.h = XXH3_createState();
 	if(!w.h || XXH3_64bits_reset(w.h) != XXH_OK){
 		series__err(err, errlen, "out of memory");
@@ -653,28 +657,48 @@ bool series_save(const struct series_table *t, const char *path, char *err, size
 		series__err(err, errlen, "write %s: %s", tmp, strerror(errno));
 		goto failed;
 	}
-	if(fsync(fileno(w.f)) != 0){
-		series__err(err, errlen, "fsync %s: %s", tmp, strerror(errno));
-		goto failed;
-	}
 	if(fclose(w.f) != 0){
 		w.f = NULL;
 		series__err(err, errlen, "close %s: %s", tmp, strerror(errno));
 		goto failed;
 	}
-	w.f = NULL;
-	if(rename(tmp, path) != 0){
-		series__err(err, errlen, "rename %s: %s", tmp, strerror(errno));
-		goto failed;
-	}
 	XXH3_freeState(w.h);
-	return series__fsync_dir(path, err, errlen);
+	return true;
 
 failed:
 	if(w.f) fclose(w.f);
 	unlink(tmp);
 	XXH3_freeState(w.h);
 	return false;
+}
+
+bool series_publish(const char *path, char *err, size_t errlen)
+{
+	char tmp[4096];
+	if(!series__tmp_path(path, tmp, sizeof(tmp), err, errlen)) return false;
+	int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	if(fd < 0){
+		series__err(err, errlen, "open %s: %s", tmp, strerror(errno));
+		return false;
+	}
+	if(fsync(fd) != 0){
+		series__err(err, errlen, "fsync %s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		return false;
+	}
+	close(fd);
+	if(rename(tmp, path) != 0){
+		series__err(err, errlen, "rename %s: %s", tmp, strerror(errno));
+		unlink(tmp);
+		return false;
+	}
+	return series__fsync_dir(path, err, errlen);
+}
+
+bool series_save(const struct series_table *t, const char *path, char *err, size_t errlen)
+{
+	return series_write(t, path, err, errlen) && series_publish(path, err, errlen);
 }
 
 struct ckpt_r {

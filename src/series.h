@@ -88,8 +88,15 @@ void series_sweep(struct series_table *t, int64_t now_ms,
 		void (*emit)(void *ctx, const struct ip_aggregate *a), void *ctx);
 
 /* processor thread: the whole state (baselines, alert states, open windows, duplicate memory, sweep
- * order, tag) to path.tmp, fsync, rename to path, fsync the directory. */
+ * order, tag) to path.tmp, fsync, rename to path, fsync the directory: series_write then series_publish. */
 bool series_save(const struct series_table *t, const char *path, char *err, size_t errlen);
+
+/* processor thread: the state into path.tmp, written and closed but not synced (page cache only) */
+bool series_write(const struct series_table *t, const char *path, char *err, size_t errlen);
+
+/* any thread, after series_write(path): fsync path.tmp, rename it to path, fsync the directory. The
+ * slow part under I/O load, so the processor leaves it to another thread. */
+bool series_publish(const char *path, char *err, size_t errlen);
 
 /* processor thread: into an empty table (names handed out must stay valid) with the same window_ms
  * and lateness_ms as the one saved; other parameters may differ. Checks a checksum; on failure the

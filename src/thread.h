@@ -12,7 +12,7 @@
 
 #define THREAD_NICE 10
 
-/* main thread: pthread_create with SIGHUP, SIGTERM and the like blocked in the new thread; returns
+/* main thread (or a pipeline thread): pthread_create with SIGHUP, SIGTERM and the like blocked in the new thread; returns
  * pthread_create's result */
 int thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 

@@ -525,6 +525,38 @@ static void test_checkpoint_round_trip(void **state)
 	series_table_free(b);
 }
 
+/* series_write leaves the checkpoint in place until series_publish: a crash in between (the
+ * processor publishes on another thread) restores the previous state */
+static void test_checkpoint_write_then_publish(void **state)
+{
+	struct series_table *a = new_table(60000, 10000), *t;
+	struct series_out o;
+	char path[128], err[256];
+
+	snprintf(path, sizeof(path), "%s/wp.ckpt", tmpdir);
+	assert_int_equal(put(a, "dev-1", "temp", 1000, 1.0, &o), IP_OK);
+	series_set_tag(a, 1);
+	assert_true(series_save(a, path, err, sizeof(err)));
+	assert_int_equal(put(a, "dev-2", "temp", 1000, 1.0, &o), IP_OK);
+	series_set_tag(a, 2);
+	assert_true(series_write(a, path, err, sizeof(err)));
+
+	t = new_table(60000, 10000);
+	assert_true(series_load(t, path, err, sizeof(err)));
+	assert_int_equal(series_tag(t), 1);
+	assert_int_equal(series_count(t), 1);
+	series_table_free(t);
+
+	assert_true(series_publish(path, err, sizeof(err)));
+	t = new_table(60000, 10000);
+	assert_true(series_load(t, path, err, sizeof(err)));
+	assert_int_equal(series_tag(t), 2);
+	assert_int_equal(series_count(t), 2);
+	series_table_free(t);
+	assert_false(series_publish(path, err, sizeof(err)));   /* nothing written since */
+	series_table_free(a);
+}
+
 static void test_checkpoint_errors(void **state)
 {
 	struct series_table *a = new_table(60000, 10000), *t;
@@ -621,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_many_series),
 		cmocka_unit_test(test_interned_names),
 		cmocka_unit_test(test_checkpoint_round_trip),
+		cmocka_unit_test(test_checkpoint_write_then_publish),
 		cmocka_unit_test(test_checkpoint_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
