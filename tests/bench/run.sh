@@ -61,6 +61,8 @@ text = open("BENCHMARKS.md").read()
 block = re.compile(r"(<!-- bench:%s -->\n).*?(<!-- /bench -->)" % re.escape(name), re.S)
 if not block.search(text):
     sys.exit(f"BENCHMARKS.md has no block <!-- bench:{name} -->")
+if len(table.splitlines()) < 2 or not table.splitlines()[1].startswith("|---"):
+    table = "| what | figure | range | note |\n|---|---|---|---|\n" + table
 text = block.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
 open("BENCHMARKS.md", "w").write(text)
 EOF
