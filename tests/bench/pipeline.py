@@ -26,7 +26,8 @@ sustained  Kafka and PostgreSQL on, QoS 1, 1000 registered devices over 8 connec
            The ladder stops after two rates in a row are not held. Then --runs runs of --seconds at
            that rate; after each, the backlog drains (bounded) and the run reconciles: acked by the
            sim vs distinct records in the run's Kafka topic (high - low watermarks; ids are read when
-           there are more records than acks) vs rows in `metrics`. Plot: received/s,
+           there are more records than acks) vs rows in `metrics`, and reports where the CPU went
+           during the load, per message, by component (cpu_by_component). Plot: received/s,
            kafka_delivered/s, pg_written/s and the backlog over time, last run.
 latency    The same pipeline at --rate with `--spike 0.002`, the registry made with `--threshold 23`
            so threshold alerts reach MQTT. build/plain/tests/bench_latency runs alongside (`--kafka
@@ -471,6 +472,22 @@ def cpu_by_component(broker_pid, sim_pid, kafka_pid):
     return out
 
 
+def cpu_rows(what, runs):
+    """Where the two cores went during the load: CPU time per message, by component (run["cpu"]:
+    component -> (CPU seconds, wall seconds), from cpu_by_component)."""
+    comps = sorted({k for r in runs for k in r["cpu"]}, key=lambda k: -statistics.median(
+        r["cpu"].get(k, (0, 1))[0] for r in runs))
+    per_msg = lambda r, k: r["cpu"].get(k, (0, 1))[0] / max(r["acked"], 1) * 1e6
+    share = lambda r, k: r["cpu"].get(k, (0, 1))[0] / r["cpu"].get(k, (0, 1))[1] * 100
+    for k in comps:
+        xs = [per_msg(r, k) for r in runs]
+        row(f"{what}: CPU per message, {k}", f"{med(xs, '{:.1f}')} µs", spread(xs, "{:.1f}"),
+            f"{med([share(r, k) for r in runs])} % of one core")
+    tot = [sum(per_msg(r, k) for k in comps) for r in runs]
+    row(f"{what}: CPU per message, all of the above", f"{med(tot, '{:.1f}')} µs", spread(tot, "{:.1f}"),
+        f"{med([sum(share(r, k) for k in comps) for r in runs])} % of one core (the machine has {os.cpu_count()} cores)")
+
+
 def write_csv(path, rows):
     keys = list(rows[0]) if rows else ["t"]
     path.write_text(",".join(keys) + "\n" + "".join(",".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k])
@@ -562,18 +579,7 @@ def cmd_sustained(bench, a):
         f"{spread(kr)}; {spread(pr)}")
     mb = [r["max_backlog"] for r in runs]
     row(f"{what}: max backlog (unprocessed + the slower sink's pending)", f"{med(mb)} records", spread(mb))
-    # where the two cores went during the load: CPU time per message, by component
-    comps = sorted({k for r in runs for k in r["cpu"]}, key=lambda k: -statistics.median(
-        r["cpu"].get(k, (0, 1))[0] for r in runs))
-    per_msg = lambda r, k: r["cpu"].get(k, (0, 1))[0] / max(r["acked"], 1) * 1e6
-    share = lambda r, k: r["cpu"].get(k, (0, 1))[0] / r["cpu"].get(k, (0, 1))[1] * 100
-    for k in comps:
-        xs = [per_msg(r, k) for r in runs]
-        row(f"{what}: CPU per message, {k}", f"{med(xs, '{:.1f}')} µs", spread(xs, "{:.1f}"),
-            f"{med([share(r, k) for r in runs])} % of one core")
-    tot = [sum(per_msg(r, k) for k in comps) for r in runs]
-    row(f"{what}: CPU per message, all of the above", f"{med(tot, '{:.1f}')} µs", spread(tot, "{:.1f}"),
-        f"{med([sum(share(r, k) for k in comps) for r in runs])} % of one core (the machine has {os.cpu_count()} cores)")
+    cpu_rows(what, runs)
     for i, r in enumerate(runs, 1):
         row(f"{what}, run {i}: lost (acked − distinct in Kafka / − rows in PG), Kafka duplicates",
             f"{r['kafka_lost']} / {r['pg_lost']}, dups {r['kafka_dups']}",
@@ -744,18 +750,6 @@ def cmd_catchup(bench, a):
             f"{med(bl)} records; {med(dr, '{:.1f}')} s", f"{spread(bl)}; {spread(dr, '{:.1f}')} s")
     else:
         row(f"{what}", "backlog did not drain", "", f"0 of {len(runs)} runs drained")
-    # where the two cores went during the load: CPU time per message, by component
-    comps = sorted({k for r in runs for k in r["cpu"]}, key=lambda k: -statistics.median(
-        r["cpu"].get(k, (0, 1))[0] for r in runs))
-    per_msg = lambda r, k: r["cpu"].get(k, (0, 1))[0] / max(r["acked"], 1) * 1e6
-    share = lambda r, k: r["cpu"].get(k, (0, 1))[0] / r["cpu"].get(k, (0, 1))[1] * 100
-    for k in comps:
-        xs = [per_msg(r, k) for r in runs]
-        row(f"{what}: CPU per message, {k}", f"{med(xs, '{:.1f}')} µs", spread(xs, "{:.1f}"),
-            f"{med([share(r, k) for r in runs])} % of one core")
-    tot = [sum(per_msg(r, k) for k in comps) for r in runs]
-    row(f"{what}: CPU per message, all of the above", f"{med(tot, '{:.1f}')} µs", spread(tot, "{:.1f}"),
-        f"{med([sum(share(r, k) for k in comps) for r in runs])} % of one core (the machine has {os.cpu_count()} cores)")
     for i, r in enumerate(runs, 1):
         row(f"{what}, run {i}: lost (acked − rows in PG / − distinct in Kafka)", f"{r['pg_lost']} / {r['kafka_lost']}",
             f"acked {r['acked']}; PG {r['pg_rows']} rows; Kafka {r['kafka_distinct']} distinct, {r['kafka_dups']} dups",
