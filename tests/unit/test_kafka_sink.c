@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "record.h"
+#include "wait.h"
 
 /* The Kafka sink against librdkafka's mock cluster (three brokers in this process), fed from a real
  * outbox journal. Errors are injected into the mock; what arrived is read back with a consumer.
@@ -81,19 +82,6 @@ struct fx {
 
 static struct fx F;
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 /* the sink's log lines (they go through the plugin's queue, as in the broker): printed, and matched */
 static void drain_log(void)
 {
@@ -119,11 +107,11 @@ typedef bool (*cond_fn)(void *);
 
 static void wait_for(cond_fn fn, void *arg, const char *what)
 {
-	int64_t end = mono_ms() + DEADLINE_MS;
+	int64_t end = clock_mono_ms() + DEADLINE_MS;
 	for(;;){
 		drain_log();
 		if(fn(arg)) return;
-		if(mono_ms() > end) fail_msg("timed out waiting for %s", what);
+		if(clock_mono_ms() > end) fail_msg("timed out waiting for %s", what);
 		nap_ms(10);
 	}
 }
@@ -333,10 +321,10 @@ static void cover(const struct got *g)
 static void consume(const int *tix, size_t ntopics, const int *parts, size_t nparts, size_t want)
 {
 	rd_kafka_t *rk = consumer_new(tix, ntopics, parts, nparts);
-	int64_t end = mono_ms() + DEADLINE_MS;
+	int64_t end = clock_mono_ms() + DEADLINE_MS;
 	while(F.ncovered < want){
 		drain_log();
-		if(mono_ms() > end) fail_msg("timed out consuming: %zu of %zu records (%zu messages)", F.ncovered, want, F.ngot);
+		if(clock_mono_ms() > end) fail_msg("timed out consuming: %zu of %zu records (%zu messages)", F.ncovered, want, F.ngot);
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
 		if(!m) continue;
 		if(m->err){

@@ -31,37 +31,10 @@
 #include "record.h"
 
 #include "pg_live.h"
+#include "wait.h"
 
 #define DEADLINE_MS 30000
 #define JAN5_MS 1704412800000LL   /* 2024-01-05T00:00:00Z */
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-#define WAIT_FOR(cond) do { \
-	int64_t wait_end_ = mono_ms() + DEADLINE_MS; \
-	while(!(cond)){ \
-		if(mono_ms() > wait_end_) fail_msg("timed out waiting for: %s", #cond); \
-		nap_ms(10); \
-	} \
-} while(0)
 
 static uint64_t be64(const uint8_t *p)
 {
@@ -613,7 +586,7 @@ static void test_live_kinds(void **state)
 	struct live L;
 	LIVE_OR_SKIP(&L, false, NULL);
 	live_start(&L);
-	int64_t t0 = (wall_ms() / 1000) * 1000 - 60000;
+	int64_t t0 = (clock_wall_ms() / 1000) * 1000 - 60000;
 	for(int i = 0; i < 1200; i++){
 		char dev[16];
 		snprintf(dev, sizeof(dev), "d%d", i % 10);
@@ -649,7 +622,7 @@ static void test_live_kinds(void **state)
 	assert_string_equal(got, want);
 	/* the schema and today's partitions came from the sink */
 	char part[32];
-	pg_partition_name(pg_day_of_ms(wall_ms()) + PG_DAYS_AHEAD, part, sizeof(part));
+	pg_partition_name(pg_day_of_ms(clock_wall_ms()) + PG_DAYS_AHEAD, part, sizeof(part));
 	snprintf(q, sizeof(q), "SELECT count(*) FROM pg_class WHERE relname = '%s'", part);
 	WAIT_FOR(sql_num(L.db, q) == 1);
 	live_close(&L);
@@ -663,7 +636,7 @@ static void test_live_replay(void **state)
 	struct live L;
 	LIVE_OR_SKIP(&L, true, NULL);
 	live_start(&L);
-	int64_t t0 = wall_ms() - 3600000;
+	int64_t t0 = clock_wall_ms() - 3600000;
 	for(int i = 0; i < 2000; i++) append_reading(&L, "dev", "a", t0 + i, i);
 	wait_written(&L);
 	live_stop(&L);
@@ -697,7 +670,7 @@ static void test_live_bad_rows(void **state)
 	/* the quarantine row of a refused reading from "evil" is refused too: the minimal one goes */
 	sql(L.db, "ALTER TABLE quarantine ADD CONSTRAINT no_evil CHECK (device_id <> 'evil')");
 	sql(L.db, "ALTER TABLE quarantine ADD CONSTRAINT no_unknown CHECK (reason <> 'unknown_device')");
-	int64_t t0 = wall_ms() - 600000;
+	int64_t t0 = clock_wall_ms() - 600000;
 	for(int i = 0; i < 1000; i++){
 		bool bad = i == 0 || i == 499 || i == 999;
 		append_reading(&L, i == 499 ? "evil" : "dev", "t", t0 + i, bad ? 5000 : i % 100);
@@ -731,7 +704,7 @@ static void test_live_partitions(void **state)
 	struct live L;
 	LIVE_OR_SKIP(&L, false, NULL);
 	live_start(&L);
-	int64_t now = wall_ms();
+	int64_t now = clock_wall_ms();
 	append_reading(&L, "d", "s", now - 20 * PG_DAY_MS, 1);
 	append_reading(&L, "d", "s", now, 2);
 	append_reading(&L, "d", "s", now + 2 * PG_DAY_MS, 3);
@@ -759,7 +732,7 @@ static void test_live_retention(void **state)
 	(void)state;
 	struct live L;
 	LIVE_OR_SKIP(&L, true, "3d");
-	int32_t today = pg_day_of_ms(wall_ms());
+	int32_t today = pg_day_of_ms(clock_wall_ms());
 	int32_t days[] = {today - 30, today - 4, today - 3, today - 1};
 	for(size_t i = 0; i < 4; i++){
 		char ddl[256];
@@ -790,7 +763,7 @@ static void test_live_connections_killed(void **state)
 	struct live L;
 	LIVE_OR_SKIP(&L, true, NULL);
 	live_start(&L);
-	int64_t t0 = wall_ms() - 600000;
+	int64_t t0 = clock_wall_ms() - 600000;
 	int total = 0;
 	for(int round = 0; round < 6; round++){
 		for(int i = 0; i < 3000; i++, total++) append_reading(&L, "k", "s", t0 + total, total);
@@ -815,7 +788,7 @@ static void test_live_down_at_start(void **state)
 	assert_true(run_cmd("bash '%s/ci/pg.sh' stop %s >/dev/null", IOTPIPE_SOURCE_DIR, pg_dir));
 	uint64_t before = journal_reader_committed(L.r);
 	live_start(&L);
-	int64_t t0 = wall_ms() - 1000;
+	int64_t t0 = clock_wall_ms() - 1000;
 	for(int i = 0; i < 1000; i++) append_reading(&L, "z", "s", t0 + i, i);
 	nap_ms(1500);
 	assert_int_equal(journal_reader_committed(L.r), before);

@@ -26,29 +26,9 @@
 #include "regwatch.h"
 
 #include "pg_live.h"
+#include "wait.h"
 
 #define DEADLINE_MS 20000
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-#define WAIT_FOR(cond) do { \
-	int64_t wait_end_ = mono_ms() + DEADLINE_MS; \
-	while(!(cond)){ \
-		if(mono_ms() > wait_end_) fail_msg("timed out waiting for: %s", #cond); \
-		nap_ms(5); \
-	} \
-} while(0)
 
 static void test_json_round_trip(void **state)
 {
@@ -172,10 +152,10 @@ static void test_live_load_and_notify(void **state)
 	assert_int_equal(st.skipped, 2);
 
 	/* a change is in use without a restart */
-	int64_t t0 = mono_ms();
+	int64_t t0 = clock_mono_ms();
 	sql(db, "UPDATE devices SET location = 'Paris' WHERE device_id = 'd1'");
 	WAIT_FOR(!strcmp(location_of(g, "d1"), "Paris"));
-	fprintf(stderr, "test_pgreg: an UPDATE was in use after %lld ms\n", (long long)(mono_ms() - t0));
+	fprintf(stderr, "test_pgreg: an UPDATE was in use after %lld ms\n", (long long)(clock_mono_ms() - t0));
 	sql(db, "INSERT INTO devices VALUES ('d3', 'Lyon', NULL, NULL)");
 	WAIT_FOR(!strcmp(location_of(g, "d3"), "Lyon"));
 	sql(db, "UPDATE sensors SET threshold = 40 WHERE device_id = 'd1' AND sensor_id = 'temp'");

@@ -18,32 +18,12 @@
 #include "log.h"
 #include "registry.h"
 #include "regwatch.h"
+#include "wait.h"
 
 /* Changes are noticed asynchronously: wait for them with a generous deadline (slow CI, ASan),
  * never assert on a fixed sleep. */
 #define DEADLINE_MS 10000
 #define POLL_MS 50
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-#define WAIT_FOR(cond) do { \
-	double wait_end_ = now_ms() + DEADLINE_MS; \
-	while(!(cond)){ \
-		if(now_ms() > wait_end_) fail_msg("timed out waiting for: %s", #cond); \
-		nap_ms(5); \
-	} \
-} while(0)
 
 struct fixture {
 	char dir[PATH_MAX];
