@@ -494,6 +494,16 @@ static void pgreg__session(struct pgreg *g, PGconn *c, int *backoff)
 	g->no_tables = false;
 	*backoff = 0;
 	for(;;){
+		/* before waiting: a notification that came in while a load read its rows is already in libpq's
+		 * buffer, and the socket will not wake us for it */
+		PGnotify *n;
+		while((n = PQnotifies(c))){
+			if(!dirty){
+				dirty = true;
+				dirty_at = clock_mono_ms();
+			}
+			PQfreemem(n);
+		}
 		int64_t now = clock_mono_ms();
 		if(dirty && now >= dirty_at + PGREG_DEBOUNCE_MS){
 			dirty = false;
@@ -510,14 +520,6 @@ static void pgreg__session(struct pgreg *g, PGconn *c, int *backoff)
 		if(!PQconsumeInput(c)){
 			pg_conn_error(c, why, sizeof(why));
 			goto failed;
-		}
-		PGnotify *n;
-		while((n = PQnotifies(c))){
-			if(!dirty){
-				dirty = true;
-				dirty_at = clock_mono_ms();
-			}
-			PQfreemem(n);
 		}
 	}
 failed:

@@ -208,6 +208,39 @@ static void test_live_load_and_notify(void **state)
 	PQfinish(db);
 }
 
+/* A change committed while a load reads its rows: the load's snapshot may miss it, and its NOTIFY
+ * arrives in the middle of the load's reply. It must still lead to a reload, not wait for the next
+ * change. Enough devices that a load takes a while; the second UPDATE lands at varying points of the
+ * load the first one started. */
+static void test_live_change_during_load(void **state)
+{
+	(void)state;
+	if(!pg_base[0]) skip();
+	char conninfo[700], err[512];
+	PGconn *db = new_db(conninfo, sizeof(conninfo));
+	sql(db, "INSERT INTO devices SELECT 'n' || i, 'x', NULL, NULL FROM generate_series(1, 20000) i");
+	sql(db, "INSERT INTO devices VALUES ('d', 'start', NULL, NULL)");
+	struct pgreg *g = pgreg_start(conninfo, NULL, 5000, err, sizeof(err));
+	assert_non_null(g);
+	assert_string_equal(location_of(g, "d"), "start");
+	int64_t t0 = clock_mono_ms();
+	sql(db, "UPDATE devices SET location = 'timed' WHERE device_id = 'd'");
+	WAIT_FOR(!strcmp(location_of(g, "d"), "timed"));
+	int64_t load_ms = clock_mono_ms() - t0;   /* debounce + one load, roughly */
+	fprintf(stderr, "test_pgreg: a change to 20,001 devices was in use after %lld ms\n", (long long)load_ms);
+	for(int i = 0; i < 20; i++){
+		char q[160], want[32];
+		sql(db, "UPDATE devices SET location = 'first' WHERE device_id = 'd'");
+		nap_ms(load_ms * i / 20);
+		snprintf(want, sizeof(want), "second %d", i);
+		snprintf(q, sizeof(q), "UPDATE devices SET location = '%s' WHERE device_id = 'd'", want);
+		sql(db, q);
+		WAIT_FOR(!strcmp(location_of(g, "d"), want));
+	}
+	pgreg_stop(g);
+	PQfinish(db);
+}
+
 /* No devices: no registry (devices pass unenriched), until the first row. */
 static void test_live_empty(void **state)
 {
@@ -235,6 +268,7 @@ int main(void)
 	};
 	const struct CMUnitTest live[] = {
 		cmocka_unit_test(test_live_load_and_notify),
+		cmocka_unit_test(test_live_change_during_load),
 		cmocka_unit_test(test_live_empty),
 	};
 	int failed = cmocka_run_group_tests_name("pgreg", pure, NULL, NULL);
