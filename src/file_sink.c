@@ -32,6 +32,7 @@ struct file_sink {
 	struct metrics *m;
 	struct out_file files[REC__END];
 	char *line;
+	struct outrec_json *gen;
 	pthread_t thread;
 	_Atomic bool stop;
 	uint64_t rotations;
@@ -107,7 +108,7 @@ static bool write_record(struct file_sink *s, const struct journal_rec *rec)
 	struct out_file *o = &s->files[rec->kind];
 	char err[512];
 	if(!o->f && !file_open(s, (uint16_t)rec->kind, err, sizeof(err))) return false;
-	size_t n = outrec_to_json(&r, s->line, LINE_MAX_BYTES - 1);
+	size_t n = outrec_json(s->gen, &r, s->line, LINE_MAX_BYTES - 1);
 	if(n == 0){
 		ip_log(IP_LOG_WARNING, "iotpipe: file sink: record %" PRIu64 " does not fit a line", rec->lsn);
 		return true;
@@ -213,7 +214,7 @@ struct file_sink *file_sink_start(const char *dir, uint64_t max_bytes, struct jo
 		struct metrics *m, char *err, size_t errlen)
 {
 	struct file_sink *s = calloc(1, sizeof(*s));
-	if(!s || !(s->dir = strdup(dir)) || !(s->line = malloc(LINE_MAX_BYTES))){
+	if(!s || !(s->dir = strdup(dir)) || !(s->line = malloc(LINE_MAX_BYTES)) || !(s->gen = outrec_json_new())){
 		snprintf(err, errlen, "out of memory");
 		goto failed;
 	}
@@ -232,6 +233,7 @@ failed:
 	if(s){
 		for(int k = 0; k < REC__END; k++) if(s->files[k].f) fclose(s->files[k].f);
 		free(s->line);
+		outrec_json_free(s->gen);
 		free(s->dir);
 		free(s);
 	}
@@ -245,6 +247,7 @@ void file_sink_stop(struct file_sink *s)
 	pthread_join(s->thread, NULL);
 	for(int k = 0; k < REC__END; k++) if(s->files[k].f) fclose(s->files[k].f);
 	free(s->line);
+	outrec_json_free(s->gen);
 	free(s->dir);
 	free(s);
 }

@@ -67,11 +67,12 @@ enum ks_slot_state {
 	KS_DONE,                    /* acknowledged (or its sink_rejected record was) */
 };
 
+/* A record in flight. Its state (enum ks_slot_state) is kept apart, in s->state: a delivery report
+ * and the cursor's walk touch one byte per record, not the whole slot. */
 struct ks_slot {
 	uint64_t lsn;
 	uint64_t id;
 	uint16_t kind;
-	uint8_t state;
 };
 
 /* A sink_rejected record waiting for room in the producer queue. */
@@ -111,11 +112,13 @@ struct kafka_sink {
 	rd_kafka_t *rk;
 	rd_kafka_topic_t *rkt[KS_KINDS];
 	struct ks_slot *ring;
+	uint8_t *state;             /* enum ks_slot_state of each ring slot */
 	uint64_t base, next;        /* slot sequence numbers: [base, next) are in the ring */
 	uint64_t committed;         /* what journal_commit was last given */
 	uint64_t outstanding;       /* messages librdkafka holds: produced, no report yet */
 	struct ks_pending cur;
 	struct ks_job *jobs, **jobs_tail;
+	struct outrec_json *gen;
 	char *json;
 	size_t json_cap;
 	bool fatal;                 /* the error callback saw RD_KAFKA_RESP_ERR__FATAL */
@@ -236,16 +239,19 @@ static struct ks_slot *kafka_sink__slot(struct kafka_sink *s, uint64_t seq)
 	return &s->ring[seq & (KS_RING_SLOTS - 1)];
 }
 
+/* kafka sink thread */
+static uint8_t *kafka_sink__state(struct kafka_sink *s, uint64_t seq)
+{
+	return &s->state[seq & (KS_RING_SLOTS - 1)];
+}
+
 /* kafka sink thread: the cursor goes up to the first record not yet done, never past a hole */
 static void kafka_sink__advance(struct kafka_sink *s)
 {
-	uint64_t to = s->committed;
-	while(s->base < s->next){
-		struct ks_slot *sl = kafka_sink__slot(s, s->base);
-		if(sl->state != KS_DONE) break;
-		to = sl->lsn + 1;
-		s->base++;
-	}
+	uint64_t from = s->base;
+	while(s->base < s->next && *kafka_sink__state(s, s->base) == KS_DONE) s->base++;
+	if(s->base == from) return;
+	uint64_t to = kafka_sink__slot(s, s->base - 1)->lsn + 1;
 	if(to > s->committed){
 		journal_commit(s->reader, to);
 		s->committed = to;
@@ -269,8 +275,8 @@ static bool kafka_sink__json_room(struct kafka_sink *s, size_t len)
 /* kafka sink thread: the JSON of r into s->json; 0 when it cannot be encoded */
 static size_t kafka_sink__to_json(struct kafka_sink *s, const struct outrec *r, size_t body_len)
 {
-	size_t n = outrec_to_json(r, s->json, s->json_cap);
-	if(n == 0 && kafka_sink__json_room(s, body_len)) n = outrec_to_json(r, s->json, s->json_cap);
+	size_t n = outrec_json(s->gen, r, s->json, s->json_cap);
+	if(n == 0 && kafka_sink__json_room(s, body_len)) n = outrec_json(s->gen, r, s->json, s->json_cap);
 	return n;
 }
 
@@ -284,7 +290,9 @@ static bool kafka_sink__key(const struct kafka_sink *s, const struct outrec *r, 
 	else if(r->topic && s->device_level >= 0 && topic_level(r->topic, s->device_level, out, cap)) return true;
 	else if(r->client_id && *r->client_id) k = r->client_id;
 	if(!k) return false;
-	snprintf(out, cap, "%s", k);
+	size_t n = strnlen(k, cap - 1);   /* device and client ids are far shorter than KS_KEY_MAX */
+	memcpy(out, k, n);
+	out[n] = '\0';
 	return true;
 }
 
@@ -374,14 +382,14 @@ static void kafka_sink__reject(struct kafka_sink *s, uint64_t seq, const char *w
 			free(j->key);
 			free(j);
 		}
-		sl->state = KS_DONE;
+		*kafka_sink__state(s, seq) = KS_DONE;
 		return;
 	}
 	j->seq = seq;
 	j->id = q.id;
 	*s->jobs_tail = j;
 	s->jobs_tail = &j->next;
-	sl->state = KS_REJECTED;
+	*kafka_sink__state(s, seq) = KS_REJECTED;
 }
 
 /* kafka sink thread (inside rd_kafka_poll): the only place records become done */
@@ -394,12 +402,12 @@ static void kafka_sink__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *ms
 	s->outstanding--;
 	/* reports of messages sent before a rewind or from a purged producer say nothing any more */
 	if(s->discarding || seq < s->base || seq >= s->next) return;
-	struct ks_slot *sl = kafka_sink__slot(s, seq);
 	if(!msg->err){
 		if(!is_quarantine) METRIC_ADD(s->m, kafka_delivered, 1);
-		sl->state = KS_DONE;
+		*kafka_sink__state(s, seq) = KS_DONE;
 		return;
 	}
+	struct ks_slot *sl = kafka_sink__slot(s, seq);
 	char hex[17];
 	kafka_sink__hex(sl->id, hex);
 	switch(kafka_sink__classify(msg->err)){
@@ -413,7 +421,7 @@ static void kafka_sink__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *ms
 			/* nowhere left to put it: say so loudly rather than stall every record behind it */
 			ip_log(IP_LOG_ERR, "iotpipe: kafka sink: the sink_rejected record of %s record %s (outbox LSN %" PRIu64
 					") was refused too: %s; it is lost", rec_kind_name(sl->kind), hex, sl->lsn, rd_kafka_err2str(msg->err));
-			sl->state = KS_DONE;
+			*kafka_sink__state(s, seq) = KS_DONE;
 			return;
 		}
 		/* the key is not NUL-terminated in a report */
@@ -497,7 +505,7 @@ static void kafka_sink__restart_from_cursor(struct kafka_sink *s, const char *wh
 	kafka_sink__advance(s);
 	uint64_t dup = 0;
 	for(uint64_t q = s->base; q < s->next; q++){
-		if(kafka_sink__slot(s, q)->state == KS_DONE) dup++;
+		if(*kafka_sink__state(s, q) == KS_DONE) dup++;
 	}
 	s->resent += dup;
 	s->base = s->next;
@@ -551,7 +559,8 @@ static bool kafka_sink__read(struct kafka_sink *s)
 	if(!journal_next(s->reader, &rec)) return false;
 	uint64_t seq = s->next++;
 	struct ks_slot *sl = kafka_sink__slot(s, seq);
-	*sl = (struct ks_slot){.lsn = rec.lsn, .kind = (uint16_t)rec.kind, .state = KS_SENDING};
+	*sl = (struct ks_slot){.lsn = rec.lsn, .kind = (uint16_t)rec.kind};
+	*kafka_sink__state(s, seq) = KS_SENDING;
 	struct outrec r;
 	bool ok = rec.kind >= REC_RAW && rec.kind < REC__END && outrec_decode((uint16_t)rec.kind, rec.body, rec.len, &r);
 	if(!ok){
@@ -627,7 +636,7 @@ static bool kafka_sink__send_jobs(struct kafka_sink *s)
 			ip_log(IP_LOG_ERR, "iotpipe: kafka sink: the sink_rejected record of %s record %s was refused too: %s; "
 					"it is lost", rec_kind_name(sl->kind), hex, rd_kafka_err2str(err));
 		}
-		sl->state = err ? KS_DONE : KS_QUARANTINING;
+		*kafka_sink__state(s, j->seq) = err ? KS_DONE : KS_QUARANTINING;
 		s->jobs = j->next;
 		if(!s->jobs) s->jobs_tail = &s->jobs;
 		free(j->key);
@@ -802,7 +811,9 @@ static void kafka_sink__free(struct kafka_sink *s)
 	if(s->conf) rd_kafka_conf_destroy(s->conf);
 	for(int k = 0; k < KS_KINDS; k++) free(s->topic[k]);
 	free(s->ring);
+	free(s->state);
 	free(s->json);
+	outrec_json_free(s->gen);
 	free(s);
 }
 
@@ -828,8 +839,10 @@ struct kafka_sink *kafka_sink_start(const struct config *cfg, struct journal_rea
 	s->committed = journal_reader_committed(reader);
 	s->json_cap = 64 * 1024;
 	s->ring = calloc(KS_RING_SLOTS, sizeof(*s->ring));
+	s->state = calloc(KS_RING_SLOTS, 1);
 	s->json = malloc(s->json_cap);
-	if(!s->ring || !s->json){
+	s->gen = outrec_json_new();
+	if(!s->ring || !s->state || !s->json || !s->gen){
 		snprintf(err, errlen, "out of memory");
 		goto failed;
 	}

@@ -163,11 +163,19 @@ static void jout_print(void *ctx, const char *s, size_t n)
 	}
 	char *d = o->buf + o->len;
 	o->len += n;
-	if(n > 8){
+	/* yajl prints many pieces of one to a few bytes: fixed-size copies (two may overlap) instead of a
+	 * call or a byte loop */
+	if(n >= 8){
 		memcpy(d, s, n);
-		return;
+	}else if(n >= 4){
+		memcpy(d, s, 4);
+		memcpy(d + n - 4, s + n - 4, 4);
+	}else if(n >= 2){
+		memcpy(d, s, 2);
+		memcpy(d + n - 2, s + n - 2, 2);
+	}else if(n == 1){
+		*d = *s;
 	}
-	while(n--) *d++ = *s++;   /* yajl prints many one- and two-byte pieces */
 }
 
 static void put_key(yajl_gen g, const char *k)
@@ -234,6 +242,21 @@ static void put_num(yajl_gen g, const char *k, double v)
 	yajl_gen_number(g, text, (size_t)n);
 }
 
+/* Times and counts are integers: printed without the double's detour. */
+static void put_int(yajl_gen g, const char *k, int64_t v)
+{
+	char text[24];
+	int n = sizeof(text);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	do {
+		text[--n] = (char)('0' + u % 10);
+		u /= 10;
+	} while(u);
+	if(v < 0) text[--n] = '-';
+	put_key(g, k);
+	yajl_gen_number(g, text + n, sizeof(text) - (size_t)n);
+}
+
 /* The id's text form is what consumers deduplicate by: 16 hex digits. */
 static void put_id(yajl_gen g, uint64_t id)
 {
@@ -288,13 +311,46 @@ static void put_payload(yajl_gen g, const uint8_t *p, size_t n)
 	free(h);
 }
 
+struct outrec_json {
+	yajl_gen g;
+	struct jout out;   /* the print callback's context, pointed at each call's buffer */
+};
+
+struct outrec_json *outrec_json_new(void)
+{
+	struct outrec_json *j = calloc(1, sizeof(*j));
+	if(!j) return NULL;
+	j->g = yajl_gen_alloc(NULL);
+	if(!j->g){
+		free(j);
+		return NULL;
+	}
+	/* set once: setting the callback frees yajl's own buffer */
+	yajl_gen_config(j->g, yajl_gen_print_callback, jout_print, &j->out);
+	return j;
+}
+
+void outrec_json_free(struct outrec_json *j)
+{
+	if(!j) return;
+	yajl_gen_free(j->g);
+	free(j);
+}
+
 size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 {
+	struct outrec_json *j = outrec_json_new();
+	size_t n = j ? outrec_json(j, r, buf, cap) : 0;
+	outrec_json_free(j);
+	return n;
+}
+
+size_t outrec_json(struct outrec_json *j, const struct outrec *r, char *buf, size_t cap)
+{
 	if(cap == 0) return 0;
-	struct jout out = {.buf = buf, .cap = cap};
-	yajl_gen g = yajl_gen_alloc(NULL);
-	if(!g) return 0;
-	yajl_gen_config(g, yajl_gen_print_callback, jout_print, &out);
+	j->out = (struct jout){.buf = buf, .cap = cap};
+	yajl_gen g = j->g;
+	yajl_gen_reset(g, NULL);   /* a fresh document, same callback */
 	yajl_gen_map_open(g);
 	put_id(g, r->id);
 	switch(r->kind){
@@ -303,7 +359,7 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 		put_str(g, "sensorId", r->sensor_id);
 		put_num(g, "value", r->value);
 		put_str(g, "unit", r->unit);
-		put_num(g, "ts", (double)r->ts_ms);
+		put_int(g, "ts", r->ts_ms);
 		put_str(g, "location", r->location);
 		put_str(g, "zone", r->zone);
 		put_str(g, "deviceType", r->device_type);
@@ -323,7 +379,7 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 		put_num(g, "limit", r->limit);
 		put_num(g, "score", r->score);
 		put_str(g, "unit", r->unit);
-		put_num(g, "ts", (double)r->ts_ms);
+		put_int(g, "ts", r->ts_ms);
 		put_str(g, "location", r->location);
 		put_str(g, "zone", r->zone);
 		break;
@@ -335,22 +391,22 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 		put_str(g, "topic", r->topic);
 		put_str(g, "clientId", r->client_id);
 		put_str(g, "username", r->username);
-		put_num(g, "arrival", (double)r->arrival_ms);
+		put_int(g, "arrival", r->arrival_ms);
 		put_payload(g, r->payload, r->payload_len);
-		if(r->flags & OUT_TRUNCATED) put_num(g, "payloadBytes", r->orig_payload_len);
+		if(r->flags & OUT_TRUNCATED) put_int(g, "payloadBytes", r->orig_payload_len);
 		break;
 	case REC_AGGREGATE:
 		put_str(g, "deviceId", r->device_id);
 		put_str(g, "sensorId", r->sensor_id);
-		put_num(g, "windowStart", (double)r->ts_ms);
-		put_num(g, "windowEnd", (double)r->win_end_ms);
-		put_num(g, "count", r->count);
+		put_int(g, "windowStart", r->ts_ms);
+		put_int(g, "windowEnd", r->win_end_ms);
+		put_int(g, "count", r->count);
 		put_num(g, "avg", r->count ? r->sum / r->count : NAN);
 		put_num(g, "min", r->min);
 		put_num(g, "max", r->max);
 		put_num(g, "sum", r->sum);
-		put_num(g, "firstTs", (double)r->first_ts_ms);
-		put_num(g, "lastTs", (double)r->last_ts_ms);
+		put_int(g, "firstTs", r->first_ts_ms);
+		put_int(g, "lastTs", r->last_ts_ms);
 		put_str(g, "unit", r->unit);
 		put_str(g, "location", r->location);
 		put_str(g, "zone", r->zone);
@@ -359,18 +415,17 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 		put_str(g, "topic", r->topic);
 		put_str(g, "clientId", r->client_id);
 		put_str(g, "username", r->username);
-		put_num(g, "qos", r->qos);
-		put_num(g, "arrival", (double)r->arrival_ms);
+		put_int(g, "qos", r->qos);
+		put_int(g, "arrival", r->arrival_ms);
 		put_payload(g, r->payload, r->payload_len);
 		break;
 	default:
 		break;
 	}
 	yajl_gen_map_close(g);
-	yajl_gen_free(g);
-	if(out.overflow) return 0;
-	buf[out.len] = '\0';
-	return out.len;
+	if(j->out.overflow) return 0;
+	buf[j->out.len] = '\0';
+	return j->out.len;
 }
 
 static uint64_t hash_parts(const char *a, const char *b, const void *tail, size_t tail_len)

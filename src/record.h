@@ -84,6 +84,13 @@ bool outrec_decode(uint16_t kind, const uint8_t *body, size_t len, struct outrec
 /* any thread: the record as one JSON object (no newline) into buf; returns its length or 0 */
 size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap);
 
+/* The same with one generator kept for many records: for a thread that writes a stream of them
+ * (a sink). Owned by one thread at a time; outrec_json_new returns NULL when out of memory. */
+struct outrec_json;
+struct outrec_json *outrec_json_new(void);
+size_t outrec_json(struct outrec_json *j, const struct outrec *r, char *buf, size_t cap);
+void outrec_json_free(struct outrec_json *j);
+
 /* "enriched", "alert", ... ; the file sink's file names and the Kafka topic suffixes */
 const char *rec_kind_name(uint16_t kind);
 

@@ -5,7 +5,7 @@
  *
  * Both send the same messages: enriched records of 100 devices, JSON from outrec_to_json, key =
  * deviceId, the same two headers, with the sink's producer defaults, to the same topic (so the same
- * partitions). The raw producer gets its payloads built before the clock starts; the sink's clock
+ * partitions). The raw producer gets its payloads, keys and id headers built before the clock starts; the sink's clock
  * runs from kafka_sink_start until its cursor is past the last record, so it pays for reading the
  * journal, decoding, JSON and the ring. Prints "mode=... records=N seconds=S rate=R thread_ns=T rdk_ns=K":
  * T is the CPU time per record of the producing thread (the raw loop; the sink thread), K that of
@@ -44,13 +44,14 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* the i-th record: a reading of device i % DEVICES */
+/* the i-th record: a reading of device i % DEVICES. The value is what strtod makes of a reading sent
+ * with two decimals ("29.99"), as devices send them. */
 static void make_record(uint64_t i, struct outrec *r, char *dev, size_t cap)
 {
 	snprintf(dev, cap, "bench-%06d", (int)(i % DEVICES));
 	int64_t ts = 1700000000000 + (int64_t)i;
 	*r = (struct outrec){.kind = REC_ENRICHED, .id = record_id_reading(dev, "temp", ts), .ts_ms = ts, .arrival_ms = ts,
-		.device_id = dev, .sensor_id = "temp", .unit = "Cel", .value = 20.0 + (double)(i % 1000) / 100.0,
+		.device_id = dev, .sensor_id = "temp", .unit = "Cel", .value = (2000.0 + (double)(i % 1000)) / 100.0,
 		.location = "site-7", .zone = "z3", .device_type = "thermo-hygrometer", .limit = 30,
 		.flags = OUT_HAS_THRESHOLD, .score = 0.25};
 }
@@ -106,15 +107,15 @@ static int run_raw(const char *bootstrap, const char *topic, uint64_t n)
 	/* payloads first, off the clock */
 	char **json = malloc(n * sizeof(*json));
 	uint32_t *len = malloc(n * sizeof(*len));
-	uint64_t *ids = malloc(n * sizeof(*ids));
-	char buf[4096], dev[64];
+	char (*hex)[17] = malloc(n * sizeof(*hex));
+	char buf[4096], dev[DEVICES][64];
 	for(uint64_t i = 0; i < n; i++){
 		struct outrec r;
-		make_record(i, &r, dev, sizeof(dev));
+		make_record(i, &r, dev[i % DEVICES], sizeof(dev[0]));
 		len[i] = (uint32_t)outrec_to_json(&r, buf, sizeof(buf));
 		json[i] = malloc(len[i]);
 		memcpy(json[i], buf, len[i]);
-		ids[i] = r.id;
+		snprintf(hex[i], sizeof(hex[i]), "%016" PRIx64, r.id);
 	}
 	char err[512];
 	double t0 = now_s();
@@ -135,13 +136,11 @@ static int run_raw(const char *bootstrap, const char *topic, uint64_t n)
 	}
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
 	for(uint64_t i = 0; i < n; i++){
-		char hex[17];
-		snprintf(hex, sizeof(hex), "%016" PRIx64, ids[i]);
-		snprintf(dev, sizeof(dev), "bench-%06d", (int)(i % DEVICES));
+		const char *key = dev[i % DEVICES];
 		for(;;){
 			rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-					RD_KAFKA_V_VALUE(json[i], len[i]), RD_KAFKA_V_KEY(dev, strlen(dev)),
-					RD_KAFKA_V_HEADER("id", hex, 16), RD_KAFKA_V_HEADER("content-type", "application/json", 16),
+					RD_KAFKA_V_VALUE(json[i], len[i]), RD_KAFKA_V_KEY(key, strlen(key)),
+					RD_KAFKA_V_HEADER("id", hex[i], 16), RD_KAFKA_V_HEADER("content-type", "application/json", 16),
 					RD_KAFKA_V_END);
 			if(!e) break;
 			if(e != RD_KAFKA_RESP_ERR__QUEUE_FULL){
@@ -162,7 +161,7 @@ static int run_raw(const char *bootstrap, const char *topic, uint64_t n)
 	for(uint64_t i = 0; i < n; i++) free(json[i]);
 	free(json);
 	free(len);
-	free(ids);
+	free(hex);
 	return 0;
 }
 
