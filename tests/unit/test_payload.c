@@ -292,12 +292,16 @@ static void test_wrong_shape(void **state)
 {
 	static const char *const bad[] = {
 		"42", "-1.5", "\"text\"", "true", "false", "null",
-		"{}", "{\"deviceId\":\"d1\"}", "{\"deviceId\":\"d1\",\"ts\":1673456789}", "{\"Value\":1}",
+		"{}", "{\"Value\":1}",
 		"{\"value\":1,\"readings\":{\"t\":1}}",
 		"[]", "[1]", "[{\"n\":\"a\",\"v\":1},\"x\"]", "[[{\"n\":\"a\",\"v\":1}]]", "[null]",
 	};
 
 	for(size_t i = 0; i < sizeof(bad)/sizeof(bad[0]); i++) expect_refused(bad[i], IP_R_MALFORMED_PAYLOAD);
+	/* a reading's other fields without its value: the value is the missing field */
+	expect_refused("{\"deviceId\":\"d1\"}", IP_R_MISSING_FIELD);
+	expect_refused("{\"deviceId\":\"d1\",\"ts\":1673456789}", IP_R_MISSING_FIELD);
+	assert_non_null(strstr(res.detail, "value"));
 }
 
 static void test_value_errors(void **state)
