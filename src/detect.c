@@ -69,6 +69,13 @@ static void det__alert(struct det_result *r, enum alert_kind kind, enum alert_st
 	a->ts_ms = ts_ms;
 }
 
+/* x to the given number of decimals (scale = 10^decimals): the digits past that are noise, and
+ * short numbers are cheap to print. Huge values are left alone (x * scale would overflow). */
+static double det__round(double x, double scale)
+{
+	return fabs(x) < 1e12 ? round(x * scale) / scale : x;
+}
+
 static void det__threshold(struct det_state *s, const struct det_params *p, double value,
 		double threshold, int64_t ts_ms, struct det_result *r)
 {
@@ -77,14 +84,15 @@ static void det__threshold(struct det_state *s, const struct det_params *p, doub
 	if(!s->thr_firing){
 		if(value > threshold){
 			s->thr_firing = 1;
-			det__alert(r, ALERT_THRESHOLD, ALERT_FIRING, value, threshold, value - threshold, ts_ms);
+			/* the excess over the threshold, to 6 decimals: 22.3 - 20 is 2.3, not 2.3000000000000007 */
+			det__alert(r, ALERT_THRESHOLD, ALERT_FIRING, value, threshold, det__round(value - threshold, 1e6), ts_ms);
 		}
 		return;
 	}
 	/* the band below the threshold is what keeps a value wobbling around it from storming */
 	if(value < threshold - p->hysteresis * fabs(threshold)){
 		s->thr_firing = 0;
-		det__alert(r, ALERT_THRESHOLD, ALERT_RESOLVED, value, threshold, value - threshold, ts_ms);
+		det__alert(r, ALERT_THRESHOLD, ALERT_RESOLVED, value, threshold, det__round(value - threshold, 1e6), ts_ms);
 	}
 }
 
@@ -109,8 +117,7 @@ void det_observe(struct det_state *s, const struct det_params *p, double value, 
 	/* readings near DBL_MAX apart overflow; records cannot carry an infinity */
 	if(!isfinite(z)) z = copysign(DBL_MAX, value - s->mean);
 	r->is_anomaly = fabs(z) > limit;
-	/* reported to 4 decimals: the digits past that are noise, and short numbers are cheap to print */
-	if(fabs(z) < 1e12) z = round(z * 1e4) / 1e4;
+	z = det__round(z, 1e4);
 	r->zscore = z;
 
 	if(r->is_anomaly){

@@ -73,7 +73,7 @@ static void test_threshold_hysteresis(void **state)
 		assert_int_equal(r.alerts[0].state, expect[i]);
 		assert_true(r.alerts[0].value == seq[i]);
 		assert_true(r.alerts[0].limit == 25.0);
-		assert_true(r.alerts[0].score == seq[i] - 25.0);
+		assert_true(fabs(r.alerts[0].score - (seq[i] - 25.0)) < 1e-6);
 		assert_int_equal(r.alerts[0].ts_ms, 1000);
 	}
 }
@@ -132,6 +132,16 @@ static void test_threshold_negative_and_none(void **state)
 	assert_int_equal(r.n_alerts, 0);
 	r = obs(&s, -0.001, 0.0, 0);
 	assert_int_equal(r.alerts[0].state, ALERT_RESOLVED);
+
+	/* the excess is the decimal difference, not the double's: 22.3 - 20 reads 2.3 */
+	r = obs(&s, 22.3, 20.0, 0);
+	assert_int_equal(r.alerts[0].state, ALERT_FIRING);
+	assert_true(22.3 - 20.0 != 2.3);
+	assert_true(r.alerts[0].score == 2.3);
+	/* a huge excess is kept as it is */
+	det_init(&s);
+	r = obs(&s, 1e300, 0.0, 0);
+	assert_true(r.alerts[0].score == 1e300);
 }
 
 static void test_zscore_min_samples(void **state)
