@@ -71,6 +71,7 @@ struct journal_reader {
 	size_t off;
 	size_t seen_used;           /* the segment's end as last loaded: reload only when reached */
 	uint64_t pos_lsn;           /* next LSN to read */
+	_Atomic uint64_t read_lsn;  /* pos_lsn for other threads (journal_unread) */
 	_Atomic uint64_t seg_seq;   /* segment being read, so the maintenance thread keeps it */
 	_Atomic uint64_t floor;     /* drop_oldest: records below are gone */
 	_Atomic uint64_t dropped;
@@ -393,6 +394,7 @@ static void reader_seek(struct journal_reader *r, uint64_t target)
 	r->seen_used = 0;
 	if(!s){
 		r->pos_lsn = target;
+		atomic_store_explicit(&r->read_lsn, target, memory_order_relaxed);
 		return;
 	}
 	r->pos_lsn = s->first_lsn;
@@ -403,6 +405,7 @@ static void reader_seek(struct journal_reader *r, uint64_t target)
 		r->off += ALIGN8(JOURNAL_REC_HEADER + h.len);
 		r->pos_lsn = h.lsn + 1;
 	}
+	atomic_store_explicit(&r->read_lsn, r->pos_lsn, memory_order_relaxed);
 }
 
 static void *maintenance_main(void *arg);
@@ -618,6 +621,7 @@ bool journal_next(struct journal_reader *r, struct journal_rec *rec)
 			rec->body = s->map + r->off + JOURNAL_REC_HEADER;
 			r->off += ALIGN8(JOURNAL_REC_HEADER + h.len);
 			r->pos_lsn = h.lsn + 1;
+			atomic_store_explicit(&r->read_lsn, r->pos_lsn, memory_order_relaxed);
 			r->idle = 0;
 			return true;
 		}
@@ -671,6 +675,15 @@ uint64_t journal_pending(const struct journal_reader *r)
 {
 	uint64_t end = atomic_load(&r->j->pub_next_lsn);
 	uint64_t c = atomic_load(&r->cur->next_lsn);
+	return end > c ? end - c : 0;
+}
+
+uint64_t journal_unread(const struct journal_reader *r)
+{
+	uint64_t end = atomic_load(&r->j->pub_next_lsn);
+	uint64_t c = atomic_load(&r->cur->next_lsn);
+	uint64_t read = atomic_load_explicit(&r->read_lsn, memory_order_relaxed);
+	if(read > c) c = read;
 	return end > c ? end - c : 0;
 }
 

@@ -90,7 +90,10 @@ void journal_wait(struct journal_reader *r, int timeout_ms);
 /* any thread */
 uint64_t journal_reader_committed(const struct journal_reader *r);
 uint64_t journal_reader_dropped(const struct journal_reader *r);
+/* records past the reader's durable cursor: what a restart reads again */
 uint64_t journal_pending(const struct journal_reader *r);
+/* records the reader has not read yet: its live backlog */
+uint64_t journal_unread(const struct journal_reader *r);
 const char *journal_reader_name(const struct journal_reader *r);
 struct journal *journal_reader_journal(const struct journal_reader *r);
 void journal_get_stats(struct journal *j, struct journal_stats *st);

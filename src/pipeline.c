@@ -225,6 +225,7 @@ static void add_journal(cJSON *o, const char *name, struct journal *j, const cha
 		if(!r) continue;
 		cJSON *ro = cJSON_AddObjectToObject(jo, readers[i]);
 		cJSON_AddNumberToObject(ro, "pending", (double)journal_pending(r));
+		cJSON_AddNumberToObject(ro, "unread", (double)journal_unread(r));
 		cJSON_AddNumberToObject(ro, "dropped", (double)journal_reader_dropped(r));
 	}
 }

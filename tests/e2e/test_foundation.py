@@ -259,6 +259,8 @@ def test_file_sink_off_runs_without_any_sink(broker_factory, mqtt_factory, stats
     assert all(rc == 0 for rc in pub.wait_acks(mids))
     s = stats.wait(lambda s: s["processed"] >= n, what=f"{n} processed")
     assert s["readings"] == n and s["quarantined"] == 0 and s["rejected_full"] == 0
+    # nothing left to read: the live backlog is empty (pending waits for the processor's checkpoint)
+    stats.wait(lambda s: s["ingest"]["processor"]["unread"] == 0, what="the processor to have read everything")
     assert set(s["outbox"]) == {"next_lsn", "bytes", "segments", "rejected", "stalls"}, s["outbox"]   # no reader
     # about 6 MB of enriched records went through the outbox; its segments are collected as they fill
     assert s["outbox"]["next_lsn"] > n and s["outbox"]["segments"] <= 3, s["outbox"]

@@ -110,9 +110,14 @@ static void test_append_read_commit(void **state)
 	assert_int_equal(journal_reader_committed(a), 501);
 	assert_int_equal(journal_pending(a), 500);
 	assert_int_equal(journal_pending(b), 1000);
+	/* unread: all read by a, nothing by b */
+	assert_int_equal(journal_unread(a), 0);
+	assert_int_equal(journal_unread(b), 1000);
 	/* a rewind re-reads from the committed cursor */
 	journal_rewind(a);
+	assert_int_equal(journal_unread(a), 500);
 	assert_int_equal(drain(a, &first, NULL), 500);
+	assert_int_equal(journal_unread(a), 0);
 	assert_int_equal(first, 501);
 	journal_close(j);
 

@@ -214,7 +214,8 @@ static void test_every_reason(void **state)
 	char msg[512];
 	long long now = r->now;
 	expect_reason(r, t, "not json", IP_R_MALFORMED_PAYLOAD);
-	expect_reason(r, t, "{\"deviceId\":\"temp-007\"}", IP_R_MALFORMED_PAYLOAD);
+	expect_reason(r, t, "{\"deviceId\":\"temp-007\"}", IP_R_MISSING_FIELD);
+	expect_reason(r, t, "{\"note\":\"hello\"}", IP_R_MALFORMED_PAYLOAD);
 	expect_reason(r, t, "{\"deviceId\":\"temp-007\",\"value\":\"warm\"}", IP_R_WRONG_TYPE);
 	expect_reason(r, t, "{\"deviceId\":\"temp-007\",\"value\":1e999}", IP_R_NON_FINITE_VALUE);
 	expect_reason(r, t, "{\"deviceId\":\"temp-007\",\"value\":1,\"ts\":\"yesterday\"}", IP_R_BAD_TIMESTAMP);
