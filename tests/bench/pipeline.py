@@ -472,6 +472,20 @@ def cpu_by_component(broker_pid, sim_pid, kafka_pid):
     return out
 
 
+def sched_by_thread(broker_pid):
+    """Seconds each of the broker's named threads ran and waited for a core so far (schedstat: run
+    time, run-queue delay), by PLUGIN_THREADS label."""
+    out = {}
+    for task in Path(f"/proc/{broker_pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            label = PLUGIN_THREADS.get((task / "comm").read_text().strip())
+            if label:
+                run_ns, wait_ns = (int(x) for x in (task / "schedstat").read_text().split()[:2])
+                r, w = out.get(label, (0.0, 0.0))
+                out[label] = (r + run_ns / 1e9, w + wait_ns / 1e9)
+    return out
+
+
 def cpu_rows(what, runs):
     """Where the two cores went during the load: CPU time per message, by component (run["cpu"]:
     component -> (CPU seconds, wall seconds), from cpu_by_component)."""
@@ -639,6 +653,7 @@ def cmd_latency(bench, a):
     spike = ("--spike", "0.002")
     warm_up(bench, a.rate, *spike)
     results, hists = {p: [] for p in PROBES}, {p: {} for p in PROBES}
+    waits = []   # per run: label -> (share of the load spent running, share waiting for a core)
     for i in range(1, a.runs + 1):
         kafka_recreate(bench.kafka.bootstrap, "devices.enriched")
         with PipelineRun(bench, f"latency-{i}", reg, topic="devices.enriched") as run:
@@ -651,7 +666,11 @@ def cmd_latency(bench, a):
                              daemon=True).start()
             if not ready.wait(60) or lat.poll() is not None:
                 raise RuntimeError(f"bench_latency not ready (see {bench.work}/latency-{i}.probe.log; --keep keeps it)")
+            sched0, t0 = sched_by_thread(run.broker.proc.pid), time.monotonic()
             run.load(a.rate, a.seconds, *spike).wait(a.seconds + 300)
+            sched1, wall = sched_by_thread(run.broker.proc.pid), time.monotonic() - t0
+            waits.append({k: ((r - sched0.get(k, (0, 0))[0]) / wall, (w - sched0.get(k, (0, 0))[1]) / wall)
+                          for k, (r, w) in sched1.items()})
             lat.wait(a.seconds + 120)
             out = lat.stdout.read()
             if lat.returncode != 0:
@@ -682,6 +701,13 @@ def cmd_latency(bench, a):
             cdf.append({"latency_ms": max(ms, 0.01), "fraction": cum / total})
         if cdf:
             plots.append(f'"{write_csv(bench.work / f"latency-cdf-{name}.csv", cdf)}" u 1:2 w steps lw 2 t "{name}"')
+    # A thread that waits for a core while readings queue behind it is where tails come from: on
+    # this machine the load generator, Kafka and PostgreSQL share the two cores with the broker.
+    for k in sorted({k for w in waits for k in w}):
+        xs = [w[k] for w in waits if k in w]
+        row(f"latency run, {a.rate} msg/s: {k}, share of the load spent waiting for a core (schedstat)",
+            f"{med([100 * x[1] for x in xs])} %", spread([100 * x[1] for x in xs]),
+            f"it ran {med([100 * x[0] for x in xs])} % of the time")
     if plots:
         bench.plot("latency", f"""set title "iotpipe latency from publish, {a.rate} msg/s, {a.runs} run(s)"
 set datafile separator ","
