@@ -1198,6 +1198,13 @@ struct pg_sink *pg_sink_start(const struct config *cfg, struct journal_reader *r
 	s->batch_rows = (size_t)cfg->pg_batch_rows;
 	s->flush_ms = cfg->pg_flush_ms;
 	s->retention_ms = cfg->hot_retention_ms;
+	if(cfg->hot_retention_ms < cfg->ts_max_age_ms){
+		ip_log(IP_LOG_WARNING, "iotpipe: pg sink: plugin_opt_hot_retention (%.1f days) is shorter than "
+				"plugin_opt_ts_max_age (%.1f days): readings older than the retention are still accepted, and "
+				"their day's partition is made again for them and dropped at the next maintenance; set "
+				"hot_retention to at least ts_max_age to keep them", (double)cfg->hot_retention_ms / PG_DAY_MS,
+				(double)cfg->ts_max_age_ms / PG_DAY_MS);
+	}
 	/* compress what validation no longer accepts: late rows then never land in compressed chunks */
 	s->compress_after_ms = cfg->ts_max_age_ms > PG_DAY_MS ? cfg->ts_max_age_ms : PG_DAY_MS;
 	s->reader = reader;

@@ -311,6 +311,16 @@ def test_postgres_down_at_start(pg, db, broker_factory, workdir):
     assert db.one("SELECT count(*) FROM quarantine") == 0
 
 
+def test_retention_shorter_than_accepted_age_is_named_at_start(db, broker_factory):
+    broker = pg_broker(broker_factory, db, hot_retention="2d", ts_max_age="3d").start()
+    broker.wait_log("plugin_opt_hot_retention (2.0 days) is shorter than plugin_opt_ts_max_age (3.0 days)")
+    assert broker.stop() == 0
+    broker = pg_broker(broker_factory, db).start()       # the defaults are equal: nothing to say
+    broker.wait_log("pg sink: pool connection")
+    assert "is shorter than plugin_opt_ts_max_age" not in broker.log()
+    assert broker.stop() == 0
+
+
 def test_broker_killed_mid_load(db, broker_factory, workdir):
     db.apply_schema()
     db.add_fleet(fleet(workdir, 50))
