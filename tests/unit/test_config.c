@@ -196,6 +196,40 @@ static void test_readme_lists_every_option(void **state)
 	}
 }
 
+/* conf/mosquitto.conf names every option, and what it shows (commented out or not) is accepted */
+static void test_example_conf(void **state)
+{
+	FILE *f = fopen(IOTPIPE_SOURCE_DIR "/conf/mosquitto.conf", "r");
+	assert_non_null(f);
+	static char lines[128][256];
+	struct config_kv kv[128];
+	size_t n = 0;
+	char line[256];
+	while(fgets(line, sizeof(line), f)){
+		const char *p = line[0] == '#' ? line + 1 : line;
+		if(strncmp(p, "plugin_opt_", 11)) continue;
+		assert_true(n < 128);
+		snprintf(lines[n], sizeof(lines[n]), "%s", p + 11);
+		lines[n][strcspn(lines[n], "\r\n")] = '\0';
+		char *sp = strchr(lines[n], ' ');
+		if(!sp) fail_msg("conf/mosquitto.conf: no value in \"%s\"", line);
+		*sp = '\0';
+		kv[n] = (struct config_kv){lines[n], sp + 1};
+		n++;
+	}
+	fclose(f);
+	const char *name, *def;
+	for(size_t i = 0; config_option_at(i, &name, &def); i++){
+		bool found = false;
+		for(size_t k = 0; k < n && !found; k++) found = !strcmp(kv[k].key, name);
+		if(!found) fail_msg("conf/mosquitto.conf does not show plugin_opt_%s", name);
+	}
+	struct config cfg;
+	char err[512];
+	if(!config_parse(kv, n, &cfg, err, sizeof(err))) fail_msg("conf/mosquitto.conf: %s", err);
+	config_free(&cfg);
+}
+
 /* "off" is the one file_sink_dir that is not a path (pipeline.c then starts no file sink) */
 static void test_file_sink_off(void **state)
 {
@@ -219,6 +253,7 @@ int main(void)
 		cmocka_unit_test(test_sizes_and_durations),
 		cmocka_unit_test(test_check_dirs),
 		cmocka_unit_test(test_readme_lists_every_option),
+		cmocka_unit_test(test_example_conf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
