@@ -566,7 +566,8 @@ static enum ip_reason parse_object(const cJSON *root, int64_t now_ms,
 	if(f.value) return parse_single(&f, now_ms, out, cap, res);
 	if(f.readings) return parse_multi(&f, now_ms, out, cap, res);
 	if(f.device || f.sensor || f.ts || f.unit){
-		/* a reading without its value, as a single reading or a readings entry without one */
+		/* a reading's other fields without its value: the value is what is missing, as for a
+		 * readings entry or a SenML record without one */
 		set_detail(res->detail, sizeof(res->detail), "no value (nor readings)");
 		return refuse(res, IP_R_MISSING_FIELD);
 	}
