@@ -569,7 +569,11 @@ def cmd_sustained(bench, a):
             cpu0 = cpu_by_component(run.broker.proc.pid, sim.proc.pid, kafka_pid)
             cpu1 = None
             while sim.proc.poll() is None:   # the last look before the simulator exits
-                cpu1, t1 = cpu_by_component(run.broker.proc.pid, sim.proc.pid, kafka_pid), time.monotonic()
+                now, prev = cpu_by_component(run.broker.proc.pid, sim.proc.pid, kafka_pid), cpu1 or {}
+                # CPU times only grow: a look that caught the simulator exiting (its threads already
+                # gone from /proc) must not count it as zero
+                cpu1 = {k: max(now.get(k, 0.0), prev.get(k, 0.0)) for k in now.keys() | prev.keys()}
+                t1 = time.monotonic()
                 time.sleep(0.5)
             res = sim.wait(a.seconds + 300)
             cpu = {k: (cpu1.get(k, 0) - v, t1 - sim.t0) for k, v in cpu0.items()} if cpu1 else {}
