@@ -564,11 +564,24 @@ static void w__series(struct ckpt_w *w, const struct series_table *t, const stru
 	}
 }
 
+/* open, fsync, close: flags O_RDONLY for a file, with O_DIRECTORY for a directory */
+static bool series__fsync_path(const char *path, int flags, char *err, size_t errlen)
+{
+	int fd = open(path, flags | O_CLOEXEC);
+	if(fd < 0){
+		series__err(err, errlen, "open %s: %s", path, strerror(errno));
+		return false;
+	}
+	bool ok = fsync(fd) == 0;
+	if(!ok) series__err(err, errlen, "fsync %s: %s", path, strerror(errno));
+	close(fd);
+	return ok;
+}
+
 static bool series__fsync_dir(const char *path, char *err, size_t errlen)
 {
 	char dir[4096];
 	const char *slash = strrchr(path, '/');
-	int fd;
 
 	if(!slash){
 		strcpy(dir, ".");
@@ -582,18 +595,7 @@ static bool series__fsync_dir(const char *path, char *err, size_t errlen)
 		memcpy(dir, path, (size_t)(slash - path));
 		dir[slash - path] = '\0';
 	}
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if(fd < 0){
-		series__err(err, errlen, "open %s: %s", dir, strerror(errno));
-		return false;
-	}
-	if(fsync(fd) != 0){
-		series__err(err, errlen, "fsync %s: %s", dir, strerror(errno));
-		close(fd);
-		return false;
-	}
-	close(fd);
-	return true;
+	return series__fsync_path(dir, O_RDONLY | O_DIRECTORY, err, errlen);
 }
 
 static bool series__tmp_path(const char *path, char *tmp, size_t cap, char *err, size_t errlen)
@@ -676,18 +678,10 @@ bool series_publish(const char *path, char *err, size_t errlen)
 {
 	char tmp[4096];
 	if(!series__tmp_path(path, tmp, sizeof(tmp), err, errlen)) return false;
-	int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-	if(fd < 0){
-		series__err(err, errlen, "open %s: %s", tmp, strerror(errno));
-		return false;
-	}
-	if(fsync(fd) != 0){
-		series__err(err, errlen, "fsync %s: %s", tmp, strerror(errno));
-		close(fd);
+	if(!series__fsync_path(tmp, O_RDONLY, err, errlen)){
 		unlink(tmp);
 		return false;
 	}
-	close(fd);
 	if(rename(tmp, path) != 0){
 		series__err(err, errlen, "rename %s: %s", tmp, strerror(errno));
 		unlink(tmp);
