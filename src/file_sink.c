@@ -214,7 +214,9 @@ struct file_sink *file_sink_start(const char *dir, uint64_t max_bytes, struct jo
 		struct metrics *m, char *err, size_t errlen)
 {
 	struct file_sink *s = calloc(1, sizeof(*s));
-	if(!s || !(s->dir = strdup(dir)) || !(s->line = malloc(LINE_MAX_BYTES)) || !(s->gen = outrec_json_new())){
+	/* no series JSON kept: the file sink is the default sink, where the plugin's memory is meant to
+	 * grow with the fleet alone, and its JSON is cheap beside its writes */
+	if(!s || !(s->dir = strdup(dir)) || !(s->line = malloc(LINE_MAX_BYTES)) || !(s->gen = outrec_json_new(false))){
 		snprintf(err, errlen, "out of memory");
 		goto failed;
 	}

@@ -1,6 +1,6 @@
 /* The Kafka sink (DESIGN.md sections 1 and 4): one thread tails the outbox from its own cursor and
  * produces every output record with librdkafka, key = deviceId, the record id and the content type in
- * headers, the JSON of outrec_to_json as the value.
+ * headers, the record's JSON (outrec_json) as the value.
  *
  * The journal is the buffer, not librdkafka: messages never time out (message.timeout.ms=0), a full
  * producer queue only pauses the reading, and the cursor moves on delivery reports alone. Reports
@@ -841,7 +841,7 @@ struct kafka_sink *kafka_sink_start(const struct config *cfg, struct journal_rea
 	s->ring = calloc(KS_RING_SLOTS, sizeof(*s->ring));
 	s->state = calloc(KS_RING_SLOTS, 1);
 	s->json = malloc(s->json_cap);
-	s->gen = outrec_json_new();
+	s->gen = outrec_json_new(true);   /* the JSON is most of this thread's work per record */
 	if(!s->ring || !s->state || !s->json || !s->gen){
 		snprintf(err, errlen, "out of memory");
 		goto failed;

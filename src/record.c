@@ -311,12 +311,30 @@ static void put_payload(yajl_gen g, const uint8_t *p, size_t n)
 	free(h);
 }
 
+/* An enriched record's strings (device, sensor, unit, and the registry's location, zone and type) are
+ * the same for every reading of a series, and they are most of its JSON. A generator made with
+ * keep_series remembers the JSON yajl made of them, per series, and splices it in again for the next
+ * reading of that series: yajl then generates only what changes (id, value, times, detection). The
+ * memory is bounded: SERIES_SETS sets of two fixed-size entries (4 MiB, its pages touched as series show
+ * up). A series new to a full set replaces the older entry; one whose strings do not fit an entry is
+ * generated every time. */
+#define SERIES_SETS 8192u
+#define SERIES_DATA 240u
+
+struct series_json {
+	uint64_t hash;
+	uint16_t key_len, text_len;   /* key_len 0: empty */
+	char data[SERIES_DATA];       /* the key (series__key), then the JSON: ,"deviceId":"...",...,"deviceType":"..." */
+};
+
 struct outrec_json {
 	yajl_gen g;
 	struct jout out;   /* the print callback's context, pointed at each call's buffer */
+	bool keep_series;
+	struct series_json (*series)[2];   /* SERIES_SETS, made on first use */
 };
 
-struct outrec_json *outrec_json_new(void)
+struct outrec_json *outrec_json_new(bool keep_series)
 {
 	struct outrec_json *j = calloc(1, sizeof(*j));
 	if(!j) return NULL;
@@ -327,22 +345,91 @@ struct outrec_json *outrec_json_new(void)
 	}
 	/* set once: setting the callback frees yajl's own buffer */
 	yajl_gen_config(j->g, yajl_gen_print_callback, jout_print, &j->out);
+	j->keep_series = keep_series;
 	return j;
 }
 
 void outrec_json_free(struct outrec_json *j)
 {
 	if(!j) return;
+	free(j->series);
 	yajl_gen_free(j->g);
 	free(j);
 }
 
 size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 {
-	struct outrec_json *j = outrec_json_new();
+	struct outrec_json *j = outrec_json_new(false);
 	size_t n = j ? outrec_json(j, r, buf, cap) : 0;
 	outrec_json_free(j);
 	return n;
+}
+
+static size_t series__key(const struct outrec *r, char key[SERIES_DATA])
+{
+	const char *parts[] = {r->device_id, r->sensor_id, r->unit, r->location, r->zone, r->device_type};
+	size_t n = 0;
+	for(size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++){
+		if(!parts[i]){
+			key[n++] = 0;
+			continue;
+		}
+		size_t l = strnlen(parts[i], SERIES_DATA) + 1;
+		if(l >= SERIES_DATA - n) return 0;
+		key[n++] = 1;
+		memcpy(key + n, parts[i], l);
+		n += l;
+	}
+	return n;
+}
+
+/* the set this series' JSON is, or would be, kept in; NULL when there is no table */
+static struct series_json *series__set(struct outrec_json *j, uint64_t hash)
+{
+	if(!j->series && !(j->series = calloc(SERIES_SETS, sizeof(*j->series)))) return NULL;
+	return j->series[hash & (SERIES_SETS - 1)];
+}
+
+static void jout_append(struct jout *o, const char *s, size_t n)
+{
+	if(o->overflow || n >= o->cap - o->len){
+		o->overflow = true;
+		return;
+	}
+	memcpy(o->buf + o->len, s, n);
+	o->len += n;
+}
+
+/* the series part of an enriched record: spliced in when kept, else generated (and kept) */
+static void put_series(struct outrec_json *j, const struct outrec *r)
+{
+	char key[SERIES_DATA];
+	size_t key_len = j->keep_series ? series__key(r, key) : 0;
+	uint64_t hash = key_len ? XXH3_64bits(key, key_len) : 0;
+	struct series_json *set = key_len ? series__set(j, hash) : NULL;
+	for(int w = 0; set && w < 2; w++){
+		const struct series_json *e = &set[w];
+		if(e->key_len == key_len && e->hash == hash && !memcmp(e->data, key, key_len)){
+			/* yajl is between members of the object: the next key it writes starts with its comma */
+			jout_append(&j->out, e->data + key_len, e->text_len);
+			return;
+		}
+	}
+	size_t from = j->out.len;
+	yajl_gen g = j->g;
+	put_str(g, "deviceId", r->device_id);
+	put_str(g, "sensorId", r->sensor_id);
+	put_str(g, "unit", r->unit);
+	put_str(g, "location", r->location);
+	put_str(g, "zone", r->zone);
+	put_str(g, "deviceType", r->device_type);
+	size_t text_len = j->out.len - from;
+	if(set && !j->out.overflow && text_len <= SERIES_DATA - key_len){
+		set[1] = set[0];   /* the set's older entry goes */
+		set[0] = (struct series_json){.hash = hash, .key_len = (uint16_t)key_len, .text_len = (uint16_t)text_len};
+		memcpy(set[0].data, key, key_len);
+		memcpy(set[0].data + key_len, j->out.buf + from, text_len);
+	}
 }
 
 size_t outrec_json(struct outrec_json *j, const struct outrec *r, char *buf, size_t cap)
@@ -355,14 +442,9 @@ size_t outrec_json(struct outrec_json *j, const struct outrec *r, char *buf, siz
 	put_id(g, r->id);
 	switch(r->kind){
 	case REC_ENRICHED:
-		put_str(g, "deviceId", r->device_id);
-		put_str(g, "sensorId", r->sensor_id);
+		put_series(j, r);
 		put_num(g, "value", r->value);
-		put_str(g, "unit", r->unit);
 		put_int(g, "ts", r->ts_ms);
-		put_str(g, "location", r->location);
-		put_str(g, "zone", r->zone);
-		put_str(g, "deviceType", r->device_type);
 		if(r->flags & OUT_HAS_THRESHOLD) put_num(g, "threshold", r->limit);
 		put_bool(g, "isAnomaly", (r->flags & OUT_ANOMALY) != 0);
 		put_num(g, "zscore", r->score);

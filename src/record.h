@@ -85,9 +85,11 @@ bool outrec_decode(uint16_t kind, const uint8_t *body, size_t len, struct outrec
 size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap);
 
 /* The same with one generator kept for many records: for a thread that writes a stream of them
- * (a sink). Owned by one thread at a time; outrec_json_new returns NULL when out of memory. */
+ * (a sink). Owned by one thread at a time; outrec_json_new returns NULL when out of memory. With
+ * keep_series it keeps the JSON of each series' strings for its next reading (record.c): up to 4 MiB,
+ * for far less CPU per enriched record. */
 struct outrec_json;
-struct outrec_json *outrec_json_new(void);
+struct outrec_json *outrec_json_new(bool keep_series);
 size_t outrec_json(struct outrec_json *j, const struct outrec *r, char *buf, size_t cap);
 void outrec_json_free(struct outrec_json *j);
 

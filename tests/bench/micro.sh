@@ -44,3 +44,12 @@ echo "| of which payload_parse (cJSON parse + walk) | $ir_parse instructions | |
 for s in 10000 100000; do
 	"$build/tests/bench_processor" $((s * 2)) "" "$s" | sed -n "s/.*series=\([0-9]*\) bytes_per_series=\([0-9.]*\).*/| series state with \1 active series | \2 bytes per series | | ≤ 256 |/p"
 done
+
+# the Kafka sink's JSON per enriched record (series taken in turn: the worst order for what it keeps)
+n=200000
+ir=$(instr_per $n outrec_json "$build/tests/bench_json" $n 100 nokeep)
+echo "| JSON of an enriched record, generator keeping no series (file sink) | $ir instructions | | |"
+for s in 100 3000 10000 50000; do
+	ir=$(instr_per $n outrec_json "$build/tests/bench_json" $n $s)
+	echo "| JSON of an enriched record, Kafka sink's generator, $s series in turn | $ir instructions | | |"
+done

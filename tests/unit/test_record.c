@@ -137,7 +137,7 @@ static void test_no_room(void **state)
 static void test_writer_reused(void **state)
 {
 	(void)state;
-	struct outrec_json *j = outrec_json_new();
+	struct outrec_json *j = outrec_json_new(true);
 	assert_non_null(j);
 	struct outrec recs[4] = {enriched(), enriched(), enriched(), enriched()};
 	recs[1].ts_ms = -1;
@@ -166,6 +166,62 @@ static void test_writer_reused(void **state)
 	outrec_json_free(NULL);
 }
 
+/* the same device with strings that differ only in absent vs empty, in where one ends and the next
+ * begins, or in being too long to keep */
+static struct outrec series_variant(const char *dev, int v, const char *long_loc)
+{
+	struct outrec r = enriched();
+	r.device_id = dev;
+	switch(v){
+	case 1: r.location = NULL; break;
+	case 2: r.location = ""; break;
+	case 3: r.unit = "a\x01"; r.location = "b"; break;
+	case 4: r.unit = "a"; r.location = "\x01" "b"; break;
+	case 5: r.location = long_loc; break;
+	default: break;
+	}
+	return r;
+}
+
+/* A kept generator splices in the JSON it kept of a series' strings: the output must stay what a fresh
+ * generator makes, for every variant of a series and for series that come back after others took
+ * their place in the table. */
+static void test_series_kept(void **state)
+{
+	(void)state;
+	struct outrec_json *j = outrec_json_new(true);
+	assert_non_null(j);
+	char long_loc[400], dev[16], a[2048], b[2048];
+	memset(long_loc, 'x', sizeof(long_loc) - 1);
+	long_loc[sizeof(long_loc) - 1] = '\0';
+	for(int round = 0; round < 3; round++){
+		/* far more series than the table keeps, then a few that fit */
+		int series = round == 0 ? 20000 : 50;
+		for(int i = 0; i < series; i++){
+			snprintf(dev, sizeof(dev), "d-%d", i);
+			for(int v = 0; v < 6; v++){
+				struct outrec r = series_variant(dev, v, long_loc);
+				r.ts_ms += i;
+				r.value = i / 100.0;
+				for(int twice = 0; twice < 2; twice++){
+					size_t n = outrec_json(j, &r, a, sizeof(a));
+					assert_true(n > 0);
+					assert_int_equal(outrec_to_json(&r, b, sizeof(b)), n);
+					assert_string_equal(a, b);
+					r.flags ^= OUT_ANOMALY;
+				}
+			}
+		}
+	}
+	/* a kept series' JSON that does not fit the buffer */
+	struct outrec r = enriched();
+	size_t n = outrec_json(j, &r, a, sizeof(a));
+	assert_int_equal(outrec_json(j, &r, a, n), 0);
+	assert_int_equal(outrec_json(j, &r, a, 40), 0);
+	assert_int_equal(outrec_json(j, &r, a, sizeof(a)), n);
+	outrec_json_free(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_quarantine_payloads),
 		cmocka_unit_test(test_no_room),
 		cmocka_unit_test(test_writer_reused),
+		cmocka_unit_test(test_series_kept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
