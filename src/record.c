@@ -311,20 +311,20 @@ static void put_payload(yajl_gen g, const uint8_t *p, size_t n)
 	free(h);
 }
 
-/* An enriched record's strings (device, sensor, unit, and the registry's location, zone and type) are
- * the same for every reading of a series, and they are most of its JSON. A generator made with
- * keep_series remembers the JSON yajl made of them, per series, and splices it in again for the next
- * reading of that series: yajl then generates only what changes (id, value, times, detection). The
- * memory is bounded: SERIES_SETS sets of two fixed-size entries (4 MiB, its pages touched as series show
- * up). A series new to a full set replaces the older entry; one whose strings do not fit an entry is
- * generated every time. */
+/* An enriched record's strings (device, sensor, unit, and the registry's location, zone and type) and
+ * its threshold are the same for every reading of a series, and they are most of its JSON. A generator
+ * made with keep_series remembers the JSON yajl made of them, per series, and splices it in again for
+ * the next reading of that series: yajl then generates only what changes (id, value, time, detection).
+ * The memory is bounded: SERIES_SETS sets of two fixed-size entries (4 MiB, its pages touched as series
+ * show up). A series new to a full set replaces the older entry; one whose strings do not fit an entry
+ * is generated every time. */
 #define SERIES_SETS 8192u
 #define SERIES_DATA 240u
 
 struct series_json {
 	uint64_t hash;
 	uint16_t key_len, text_len;   /* key_len 0: empty */
-	char data[SERIES_DATA];       /* the key (series__key), then the JSON: ,"deviceId":"...",...,"deviceType":"..." */
+	char data[SERIES_DATA];       /* the key (series__key), then the JSON: ,"deviceId":"...",...,"threshold":... */
 };
 
 struct outrec_json {
@@ -365,10 +365,18 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap)
 	return n;
 }
 
+/* What an enriched record's series JSON is made of: its threshold (a presence byte, then the double's
+ * bytes) and its strings, each as a presence byte and, when present, its text and NUL (so NULL, "" and
+ * a shifted boundary all differ). 0 when they do not fit an entry. */
 static size_t series__key(const struct outrec *r, char key[SERIES_DATA])
 {
 	const char *parts[] = {r->device_id, r->sensor_id, r->unit, r->location, r->zone, r->device_type};
 	size_t n = 0;
+	key[n++] = (r->flags & OUT_HAS_THRESHOLD) != 0;
+	if(key[0]){
+		memcpy(key + n, &r->limit, sizeof(r->limit));
+		n += sizeof(r->limit);
+	}
 	for(size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++){
 		if(!parts[i]){
 			key[n++] = 0;
@@ -400,7 +408,7 @@ static void jout_append(struct jout *o, const char *s, size_t n)
 	o->len += n;
 }
 
-/* the series part of an enriched record: spliced in when kept, else generated (and kept) */
+/* the series members of an enriched record: spliced in when kept, else generated (and kept) */
 static void put_series(struct outrec_json *j, const struct outrec *r)
 {
 	char key[SERIES_DATA];
@@ -423,6 +431,7 @@ static void put_series(struct outrec_json *j, const struct outrec *r)
 	put_str(g, "location", r->location);
 	put_str(g, "zone", r->zone);
 	put_str(g, "deviceType", r->device_type);
+	if(r->flags & OUT_HAS_THRESHOLD) put_num(g, "threshold", r->limit);
 	size_t text_len = j->out.len - from;
 	if(set && !j->out.overflow && text_len <= SERIES_DATA - key_len){
 		set[1] = set[0];   /* the set's older entry goes */
@@ -445,7 +454,6 @@ size_t outrec_json(struct outrec_json *j, const struct outrec *r, char *buf, siz
 		put_series(j, r);
 		put_num(g, "value", r->value);
 		put_int(g, "ts", r->ts_ms);
-		if(r->flags & OUT_HAS_THRESHOLD) put_num(g, "threshold", r->limit);
 		put_bool(g, "isAnomaly", (r->flags & OUT_ANOMALY) != 0);
 		put_num(g, "zscore", r->score);
 		if(r->flags & OUT_TS_MISSING) put_bool(g, "tsMissing", true);

@@ -86,8 +86,8 @@ size_t outrec_to_json(const struct outrec *r, char *buf, size_t cap);
 
 /* The same with one generator kept for many records: for a thread that writes a stream of them
  * (a sink). Owned by one thread at a time; outrec_json_new returns NULL when out of memory. With
- * keep_series it keeps the JSON of each series' strings for its next reading (record.c): up to 4 MiB,
- * for far less CPU per enriched record. */
+ * keep_series it keeps the JSON of each series' strings and threshold for its next reading
+ * (record.c): up to 4 MiB, for far less CPU per enriched record. */
 struct outrec_json;
 struct outrec_json *outrec_json_new(bool keep_series);
 size_t outrec_json(struct outrec_json *j, const struct outrec *r, char *buf, size_t cap);

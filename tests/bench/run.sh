@@ -41,7 +41,7 @@ run() {
     machine)   machine ;;
     micro)     tests/bench/micro.sh "$build" ;;
     ingest)    tests/bench/ingest.sh "$build" 1000000 400000 ;;
-    kafka)     RUNS=5 tests/bench/kafka.sh "$build" 1000000 ;;
+    kafka)     RUNS=9 tests/bench/kafka.sh "$build" 1000000 ;;
     pg)        tests/bench/pg.sh "$build" 300000 ;;
     sustained) python3 tests/bench/pipeline.py sustained --build "$build" ;;
     latency)   python3 tests/bench/pipeline.py latency --build "$build" --rate $(( $(held_rate) / 2 )) ;;

@@ -167,7 +167,7 @@ static void test_writer_reused(void **state)
 }
 
 /* the same device with strings that differ only in absent vs empty, in where one ends and the next
- * begins, or in being too long to keep */
+ * begins, or in being too long to keep; without a threshold or with another one */
 static struct outrec series_variant(const char *dev, int v, const char *long_loc)
 {
 	struct outrec r = enriched();
@@ -178,6 +178,8 @@ static struct outrec series_variant(const char *dev, int v, const char *long_loc
 	case 3: r.unit = "a\x01"; r.location = "b"; break;
 	case 4: r.unit = "a"; r.location = "\x01" "b"; break;
 	case 5: r.location = long_loc; break;
+	case 6: r.flags |= OUT_HAS_THRESHOLD; r.limit = 30; break;
+	case 7: r.flags |= OUT_HAS_THRESHOLD; r.limit = 31; break;
 	default: break;
 	}
 	return r;
@@ -199,7 +201,7 @@ static void test_series_kept(void **state)
 		int series = round == 0 ? 20000 : 50;
 		for(int i = 0; i < series; i++){
 			snprintf(dev, sizeof(dev), "d-%d", i);
-			for(int v = 0; v < 6; v++){
+			for(int v = 0; v < 8; v++){
 				struct outrec r = series_variant(dev, v, long_loc);
 				r.ts_ms += i;
 				r.value = i / 100.0;
