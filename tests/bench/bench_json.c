@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "record.h"
+#include "bench_reading.h"
 
 int main(int argc, char **argv)
 {
@@ -29,11 +29,7 @@ int main(int argc, char **argv)
 	struct timespec a, b;
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
 	for(long i = 0; i < n; i++){
-		/* the Kafka benchmark's records: two-decimal values, a threshold, a rounded z-score */
-		struct outrec r = {.kind = REC_ENRICHED, .id = 0x1234567890abcdefull + (uint64_t)i,
-			.ts_ms = 1700000000000 + i, .device_id = dev[i % series], .sensor_id = "temp", .unit = "Cel",
-			.value = (2000.0 + (double)(i % 1000)) / 100.0, .location = "site-7", .zone = "z3",
-			.device_type = "thermo-hygrometer", .limit = 30, .flags = OUT_HAS_THRESHOLD, .score = 0.25};
+		struct outrec r = bench_reading((uint64_t)i, dev[i % series]);
 		bytes += outrec_json(j, &r, buf, sizeof(buf));
 	}
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);

@@ -21,6 +21,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "bench_reading.h"
 #include "config.h"
 #include "journal.h"
 #include "kafka_sink.h"
@@ -44,16 +45,11 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* the i-th record: a reading of device i % DEVICES. The value is what strtod makes of a reading sent
- * with two decimals ("29.99"), as devices send them. */
+/* the i-th record: a reading of device i % DEVICES */
 static void make_record(uint64_t i, struct outrec *r, char *dev, size_t cap)
 {
 	snprintf(dev, cap, "bench-%06d", (int)(i % DEVICES));
-	int64_t ts = 1700000000000 + (int64_t)i;
-	*r = (struct outrec){.kind = REC_ENRICHED, .id = record_id_reading(dev, "temp", ts), .ts_ms = ts, .arrival_ms = ts,
-		.device_id = dev, .sensor_id = "temp", .unit = "Cel", .value = (2000.0 + (double)(i % 1000)) / 100.0,
-		.location = "site-7", .zone = "z3", .device_type = "thermo-hygrometer", .limit = 30,
-		.flags = OUT_HAS_THRESHOLD, .score = 0.25};
+	*r = bench_reading(i, dev);
 }
 
 /* CPU time (ns, from /proc's schedstat) of this process's threads whose name starts with prefix, or of
